@@ -1,0 +1,153 @@
+"""Check definitions and how they are run.
+
+A check is a plain function named for what it verifies, decorated with
+:func:`check`::
+
+    @check("q1.softmax_rows_sum_to_one", points=1)
+    def check_softmax_rows_sum_to_one(student, expected):
+        probs = student.call("softmax", LOGITS)
+        assert_allclose(probs.sum(axis=1), np.ones(4), what="softmax(logits).sum(axis=1)")
+
+``student`` is a :class:`grader.probe.Student`; ``expected`` an
+:class:`grader.assignment.Expected` (hidden checks only: public checks must not
+read it, and get one that refuses). A check passes by returning and fails by
+raising :class:`grader.errors.CheckFailed` with a message that says what was
+found, what was expected and what to try. A trained-quality check returns the
+metric record of :func:`grader.compare.assert_in_band` so reports can plot it. If the student's code raises while
+the check calls it, the check fails with that error named.
+
+Public checks live in ``assignments/<name>/public_checks.py`` (students have them);
+hidden checks in ``reference/<name>/hidden_checks.py`` (they never leave the
+instructor's machine and never enter the sandbox).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+from .errors import CheckFailed, KernelUnresponsive, StudentCodeError
+from .results import CheckResult
+
+CheckFunction = Callable[[Any, Any], None]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str  # "q1.softmax_rows_sum_to_one": the question, a dot, what it verifies
+    points: float
+    hidden: bool
+    function: CheckFunction
+    description: str = ""  # one line: what it verifies (the docstring's first line)
+    hint: str = ""  # shown for hidden checks, whose messages stay generic
+    timeout: float = 60.0  # seconds for the kernel to answer each probe of this check
+
+    @property
+    def question(self) -> str:
+        return self.id.split(".", 1)[0]
+
+
+def check(id: str, *, points: float, hidden: bool = False, hint: str = "",
+          timeout: float = 60.0) -> Callable[[CheckFunction], CheckFunction]:
+    """Mark a function as a check. ``id`` is ``"<question>.<what_it_verifies>"``."""
+    if "." not in id:
+        raise ValueError(f"check id {id!r} must look like 'q1.what_it_verifies'")
+
+    def decorate(function: CheckFunction) -> CheckFunction:
+        doc = (function.__doc__ or "").strip().splitlines()
+        function.__grader_check__ = Check(  # type: ignore[attr-defined]
+            id=id, points=float(points), hidden=hidden, function=function,
+            description=doc[0] if doc else "", hint=hint, timeout=timeout,
+        )
+        return function
+
+    return decorate
+
+
+def collect_checks(module: ModuleType, *, hidden: bool) -> list[Check]:
+    """The checks a module defines, in definition order; ``hidden`` must match each one."""
+    found = [value.__grader_check__ for value in vars(module).values()
+             if hasattr(value, "__grader_check__")]
+    for item in found:
+        if item.hidden != hidden:
+            where = "hidden_checks.py" if hidden else "public_checks.py"
+            raise ValueError(f"check {item.id} has hidden={item.hidden} but lives in {where}")
+    return found
+
+
+class KernelGone(Exception):
+    """Raised between checks once the kernel stopped answering: the rest are not run."""
+
+
+def run_check(item: Check, student: Any, expected: Any) -> CheckResult:
+    """Run one check and turn its outcome into a :class:`CheckResult`. Never raises
+    for anything the student did; a bug in the check itself is reported as such."""
+    start = time.perf_counter()
+    previous_timeout = getattr(student, "default_timeout", None)
+    if previous_timeout is not None:
+        student.default_timeout = item.timeout
+    fields: dict[str, Any] = {}
+    try:
+        returned = item.function(student, expected)
+        passed, message = True, ""
+        if isinstance(returned, dict):  # a trained-quality check returns its metric record
+            fields = {"metric": returned}
+    except CheckFailed as failure:
+        passed, message = False, failure.message
+        fields = dict(expected=failure.expected, found=failure.found,
+                      tolerance=failure.tolerance, metric=failure.metric)
+    except StudentCodeError as error:
+        passed = False
+        if error.ename == "NotImplementedError":
+            name = error.what.split("(", 1)[0] or "this part"
+            message = (f"`{name}` is not written yet: it still raises NotImplementedError. "
+                       "Replace the `raise NotImplementedError` line under "
+                       "`# YOUR CODE HERE` with your solution.")
+            return _result(item, passed, message, time.perf_counter() - start, fields)
+        where = f"Calling `{error.what}`" if error.what else "Your code"
+        message = (f"{where} raised {error.ename}: {error.evalue}".rstrip(": ")
+                   + ". Run that code in your notebook on a small input to see why.")
+    except KernelUnresponsive as error:
+        passed = False
+        message = (f"This check could not finish: {error}. Make sure the functions this "
+                   "question asks for return promptly and do not wait for input.")
+    finally:
+        if previous_timeout is not None:
+            student.default_timeout = previous_timeout
+    return _result(item, passed, message, time.perf_counter() - start, fields)
+
+
+def run_checks(items: list[Check], student: Any, expected: Any,
+               alive: Callable[[], bool] = lambda: True) -> list[CheckResult]:
+    """Run every check (collect all violations, never stop at the first)."""
+    results = []
+    for item in items:
+        if not alive():
+            results.append(_result(item, False, "Not run: the kernel running your notebook "
+                                   "had stopped.", 0.0, {}))
+            continue
+        try:
+            results.append(run_check(item, student, expected))
+        except Exception as bug:  # noqa: BLE001 - a broken check must not sink the batch
+            summary = "".join(traceback.format_exception_only(type(bug), bug)).strip()
+            results.append(_result(item, False, f"Grader error in this check (not your fault): "
+                                   f"{summary}", 0.0, {}))
+    return results
+
+
+def _result(item: Check, passed: bool, message: str, duration: float,
+            fields: dict[str, Any]) -> CheckResult:
+    if item.hidden and not passed:
+        # Hidden checks keep expected values to themselves: the message and hint only.
+        fields = {"metric": fields.get("metric")}
+        if item.hint and item.hint not in message:
+            message = f"{message} Hint: {item.hint}" if message else item.hint
+    return CheckResult(
+        id=item.id, question=item.question, points=item.points,
+        score=item.points if passed else 0.0, passed=passed, hidden=item.hidden,
+        message=message, description=item.description, duration_s=round(duration, 4),
+        **{k: v for k, v in fields.items() if v is not None},
+    )

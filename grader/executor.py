@@ -1,0 +1,455 @@
+"""Grading one submission: read it, execute it in a sandboxed kernel, run the checks.
+
+:func:`grade_submission` is the one entry point, used alike by the local batch
+runner, Dask workers and ``grader check``. It never raises for anything the
+student did: every outcome becomes a :class:`~grader.results.SubmissionResult`
+with a status and a message.
+
+Execution goes through nbclient with a fresh kernel per submission (launched by
+:class:`SandboxedKernelManager`), per-cell and per-notebook wall-clock limits,
+errors allowed so later questions still score, ``input()`` answered at once with
+an error (the kernel gets no stdin), and outputs capped in size. The checks then
+probe the live kernel (:mod:`grader.probe`); whatever the kernel prints while
+they run is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import hashlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+from jupyter_client import AsyncKernelManager
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.kernelspec import KernelSpec
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+
+from . import __version__, data
+from .assignment import Assignment
+from .checks import run_checks
+from .errors import DataUnavailable, InvalidSubmission
+from .probe import KernelTransport, Student
+from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
+from .sandbox import SandboxSpec, Watchdog, kill_tree, resolve_mode
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MAX_SUBMISSION_FOLDER_BYTES = 50 * 2**20
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    sandbox: str = "auto"  # auto | required | off
+    device: str = "cpu"  # cpu | gpu
+    data_dir: Path | None = None  # where housing.csv is, if not yet in the cache
+    public_only: bool = False  # the student's self-check: public checks, no expected values
+    executed_dir: Path | None = None  # write the executed notebook here
+    scratch_root: Path | None = None  # where scratch folders go (default: the system tmp)
+    gpu_devices: tuple[str, ...] = ()
+
+
+def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
+    """Parse a submission; raise InvalidSubmission with a message the student understands."""
+    notes: list[str] = []
+    if not raw.strip():
+        raise InvalidSubmission("The file is empty. Save your notebook in Jupyter "
+                                "(File > Save) before you download and submit it.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidSubmission(
+            f"The file is not UTF-8 text (byte {error.start} cannot be read), so it is not a "
+            "Jupyter notebook. Submit the .ipynb file Jupyter saves, not a PDF or a zip.") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidSubmission(
+            f"The file is not valid notebook JSON (line {error.lineno}, column {error.colno}: "
+            f"{error.msg}). It was probably edited by hand or cut short; download it again "
+            "from Jupyter (File > Download as > Notebook).") from None
+    if not isinstance(content, dict) or not isinstance(content.get("nbformat"), int):
+        raise InvalidSubmission("The file is JSON but not a Jupyter notebook (it has no "
+                                "'nbformat' field). Submit the .ipynb file of your notebook.")
+    major = content["nbformat"]
+    if major < 4:
+        if "worksheets" not in content:
+            raise InvalidSubmission(f"The notebook says nbformat {major} but has no worksheets; "
+                                    "it cannot be read. Save it again from a current Jupyter.")
+        try:
+            notebook = nbformat.reads(text, as_version=4)
+        except Exception as error:  # noqa: BLE001 - nbformat raises many kinds
+            raise InvalidSubmission(f"The notebook is in the old format {major} and could not "
+                                    f"be converted ({type(error).__name__}). Open and save it "
+                                    "in a current Jupyter.") from None
+        notes.append(f"Converted from notebook format {major} to 4.")
+        return notebook, notes
+    if not isinstance(content.get("cells"), list):
+        raise InvalidSubmission("The notebook has no list of cells, so there is nothing to run. "
+                                "Download it again from Jupyter.")
+    for index, cell in enumerate(content["cells"]):
+        if not isinstance(cell, dict) or "cell_type" not in cell or "source" not in cell:
+            raise InvalidSubmission(f"Cell {index + 1} of the notebook is damaged (it has no "
+                                    "type or source). Download the notebook again from Jupyter.")
+    notebook = nbformat.from_dict(content)
+    for cell in notebook.cells:
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+        cell.setdefault("metadata", {})
+        if cell.cell_type == "code":
+            cell.setdefault("outputs", [])
+    return notebook, notes
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel starts inside the sandbox, over IPC sockets."""
+
+    def configure(self, spec: SandboxSpec) -> None:
+        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        if spec.mode == "bubblewrap":
+            # Inside a PID namespace the kernel's parent is bubblewrap's init (PID 1), which
+            # ipykernel would read as "my parent died". --die-with-parent covers that case.
+            kernel.append("--IPKernelApp.parent_handle=1")
+        argv = spec.wrap(kernel)
+        # Interrupts travel as messages: a signal would reach bubblewrap, not the kernel.
+        self._kernel_spec = KernelSpec(argv=argv, display_name="Python 3 (graded)",
+                                       language="python", interrupt_mode="message")
+
+
+class CappedNotebookClient(NotebookClient):
+    """nbclient with a cap on how much output a notebook may keep."""
+
+    def __init__(self, *args, max_output_bytes: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_output_bytes = max_output_bytes
+        self.output_bytes = 0
+        self.truncated_cells: set[int] = set()
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = len(json.dumps(msg.get("content", {}), default=str))
+        if msg["msg_type"] != "error" and self.output_bytes + size > self.max_output_bytes:
+            if cell_index not in self.truncated_cells:
+                self.truncated_cells.add(cell_index)
+                outs.append(nbformat.v4.new_output(
+                    "stream", name="stderr",
+                    text=f"[output truncated by the grader: the notebook's outputs passed "
+                         f"{self.max_output_bytes // 1024} KB]\n"))
+            return None
+        self.output_bytes += size
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def grade_submission(notebook_path: Path, assignment: Assignment, options: GradeOptions,
+                     student_id: str) -> SubmissionResult:
+    """Grade one notebook. Never raises for the student's faults."""
+    started = time.perf_counter()
+    base = dict(student_id=student_id, assignment=assignment.name, score=0.0,
+                max_score=_max_points(assignment, options), source_path=str(notebook_path),
+                graded_at=_now(), versions=versions())
+    try:
+        raw, notebook, notes = _load(notebook_path)
+    except InvalidSubmission as error:
+        return SubmissionResult(status=Status.INVALID, message=str(error),
+                                checks=_not_run(assignment, options, "Not run: " + str(error)),
+                                duration_s=time.perf_counter() - started, **base)
+    base["submission_sha256"] = hashlib.sha256(raw).hexdigest()
+    base["cache_key"] = cache_key(raw, assignment)
+    try:
+        datasets = data.prepare(assignment.datasets, options.data_dir)
+    except DataUnavailable as error:
+        message = f"The grader could not provide this assignment's data: {error}"
+        return SubmissionResult(status=Status.GRADER_ERROR, message=message,
+                                checks=_not_run(assignment, options, "Not run: " + message),
+                                duration_s=time.perf_counter() - started, **base)
+    mode, _warning = resolve_mode(options.sandbox)
+    scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=options.scratch_root))
+    try:
+        result = asyncio.run(_execute_and_check(notebook, notebook_path, assignment, options,
+                                                mode, datasets, scratch, base))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    message = " ".join([result.message, *notes]).strip()
+    return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
+
+
+def _load(path: Path) -> tuple[bytes, nbformat.NotebookNode, list[str]]:
+    if path.is_symlink():
+        raise InvalidSubmission("The submission is a symbolic link, not a notebook file. "
+                                "Upload the .ipynb file itself.")
+    if not path.is_file():
+        raise InvalidSubmission("No notebook file was found for this submission.")
+    raw = path.read_bytes()
+    notebook, notes = read_notebook(raw)
+    return raw, notebook, notes
+
+
+def cache_key(raw: bytes, assignment: Assignment) -> str:
+    digest = hashlib.sha256(raw)
+    digest.update(f"\0{assignment.name}\0{assignment.version}\0{assignment.fingerprint}"
+                  f"\0{__version__}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _prepare_scratch(notebook_path: Path, scratch: Path, mode: str,
+                     datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
+    work, io_dir, home = scratch / "work", scratch / "io", scratch / "home"
+    for folder in (work, io_dir, home):
+        folder.mkdir()
+    _copy_submission_folder(notebook_path, work)
+    mounts = []
+    if "mnist" in datasets:
+        mounts.append((datasets["mnist"].parent, "~/.keras/datasets"))
+    if "housing" in datasets:
+        mounts.append((datasets["housing"].parent, "./datasets/housing"))
+    if mode == "off":  # no mounts without bubblewrap: link the cached files in place
+        for host, inside in mounts:
+            target = Path(inside.replace("~", str(home), 1).replace("./", str(work) + "/", 1))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(host, target_is_directory=True)
+        mounts = []
+    return work, io_dir, tuple(mounts)
+
+
+def _copy_submission_folder(notebook_path: Path, work: Path) -> None:
+    """The notebook, plus small regular files beside it when the student submitted a folder."""
+    shutil.copyfile(notebook_path, work / notebook_path.name)
+    folder = notebook_path.parent
+    if not (folder / ".grader-submission-folder").exists():
+        return
+    budget = MAX_SUBMISSION_FOLDER_BYTES
+    for item in sorted(folder.iterdir()):
+        if item.is_symlink() or not item.is_file() or item == notebook_path:
+            continue
+        if item.name.startswith(".grader"):
+            continue
+        budget -= item.stat().st_size
+        if budget < 0:
+            break
+        shutil.copyfile(item, work / item.name)
+
+
+async def _execute_and_check(notebook, notebook_path: Path, assignment: Assignment,
+                             options: GradeOptions, mode: str, datasets: dict[str, Path],
+                             scratch: Path, base: dict) -> SubmissionResult:
+    limits = assignment.limits
+    timings: dict[str, float] = {}
+    work, io_dir, mounts = _prepare_scratch(notebook_path, scratch, mode, datasets)
+    spec = SandboxSpec(mode=mode, work_dir=work, io_dir=io_dir, data_mounts=mounts,
+                       memory_mb=limits.memory_mb, max_processes=limits.max_processes,
+                       max_file_mb=limits.max_file_mb, gpu_devices=options.gpu_devices)
+    km = SandboxedKernelManager(transport="ipc", ip=str(io_dir / "kernel"),
+                                connection_file=str(io_dir / "kernel.json"))
+    km.configure(spec)
+    client = CappedNotebookClient(
+        notebook, km=km, timeout=int(limits.cell_timeout_s), allow_errors=True,
+        record_timing=True, interrupt_on_timeout=True, startup_timeout=60,
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": "", "traceback": []},
+        max_output_bytes=limits.max_output_kb * 1024, shutdown_kernel="immediate",
+        resources={"metadata": {"path": spec.cwd_inside}},
+    )
+    cells: list[CellRun] = []
+    status, message = Status.OK, ""
+    watchdog = None
+    checks: list[CheckResult] = []
+    t0 = time.perf_counter()
+    try:
+        await client.async_start_new_kernel(env=spec.environment(), cwd=str(work))
+        watchdog = Watchdog(km.provisioner.process.pid, limits.memory_mb, limits.max_processes)
+        watchdog.start()
+        await client.async_start_new_kernel_client()
+        timings["kernel_start"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        status, message = await _run_cells(client, limits, cells, watchdog)
+        timings["cells"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
+        if alive:
+            checks = await _run_checks_against(km, assignment, options, io_dir)
+        else:
+            reason = message or "the kernel stopped"
+            checks = list(_not_run(assignment, options, f"Not run: {reason}"))
+        timings["checks"] = time.perf_counter() - t2
+    except DeadKernelError:
+        status = Status.CRASHED
+    except Exception as error:  # noqa: BLE001 - a harness fault must not sink the batch
+        if watchdog and watchdog.usage.killed_for:
+            status = Status.MEMORY
+        elif status is Status.OK:
+            status, message = Status.GRADER_ERROR, f"{type(error).__name__}: {error}"
+    finally:
+        t3 = time.perf_counter()
+        await _shutdown(client, km)
+        usage = watchdog.stop() if watchdog else None
+        timings["shutdown"] = time.perf_counter() - t3
+    if usage and usage.killed_for:
+        status = Status.MEMORY
+        limit = (f"{limits.memory_mb} MB of memory" if usage.killed_for == "memory"
+                 else f"{limits.max_processes} processes")
+        message = (f"Your notebook was stopped for using more than {limit}"
+                   f"{_while_running(cells)}. {Status.MEMORY.explanation}")
+    elif status is Status.CRASHED and not message:
+        message = f"The kernel died{_while_running(cells)}. {Status.CRASHED.explanation}"
+    if not checks:
+        checks = list(_not_run(assignment, options,
+                               f"Not run: {message or 'the notebook did not finish'}"))
+    score, max_score = total_score(checks)
+    executed = _save_executed(client.nb, options, base["student_id"])
+    return SubmissionResult(
+        status=status, message=message or status.explanation, checks=tuple(checks),
+        cells=tuple(cells), timings={k: round(v, 3) for k, v in timings.items()},
+        peak_memory_mb=round(usage.peak_rss_mb, 1) if usage else 0.0, sandbox=mode,
+        device=options.device, executed_notebook=executed,
+        **{**base, "score": score, "max_score": max_score},
+    )
+
+
+async def _run_cells(client: CappedNotebookClient, limits, cells: list[CellRun],
+                     watchdog: Watchdog) -> tuple[Status, str]:
+    deadline = time.monotonic() + limits.notebook_timeout_s
+    status, message = Status.OK, ""
+    client.reset_execution_trackers = lambda: None  # keep our counters
+    client.code_cells_executed = 0
+    for index, cell in enumerate(client.nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Status.TIMEOUT, (f"Your notebook passed its time limit of "
+                                    f"{limits.notebook_timeout_s:.0f} s before cell {index + 1} "
+                                    f"ran. {Status.TIMEOUT.explanation}")
+        client.timeout = max(1, int(min(limits.cell_timeout_s, remaining)))
+        started = time.perf_counter()
+        try:
+            await client.async_execute_cell(cell, index,
+                                            execution_count=client.code_cells_executed + 1)
+        except DeadKernelError:
+            cells.append(CellRun(index=index, duration_s=round(time.perf_counter() - started, 3),
+                                 error="The kernel died while this cell ran"))
+            raise
+        run = _cell_run(cell, index, time.perf_counter() - started)
+        cells.append(run)
+        if run.timed_out:
+            status = Status.TIMEOUT
+            message = (f"Cell {index + 1} ran past its time limit of {client.timeout} s and was "
+                       f"interrupted. {Status.TIMEOUT.explanation}")
+        elif run.error and status is Status.OK:
+            status = Status.ERROR
+            message = f"Cell {index + 1} raised {run.error.rstrip('.')}."
+    return status, message
+
+
+def _cell_run(cell, index: int, duration: float) -> CellRun:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            ename = output.get("ename", "Error")
+            if ename == "CellTimeoutError":
+                return CellRun(index=index, duration_s=round(duration, 3), timed_out=True,
+                               error="the cell ran past its time limit")
+            evalue = ANSI.sub("", str(output.get("evalue", "")))[:500]
+            if ename == "StdinNotImplementedError":
+                evalue = "input() cannot be answered while grading; use a fixed value instead"
+            traceback = _student_traceback(output.get("traceback", []))
+            return CellRun(index=index, duration_s=round(duration, 3),
+                           error=f"{ename}: {evalue}".rstrip(": "), traceback=traceback)
+    return CellRun(index=index, duration_s=round(duration, 3))
+
+
+def _student_traceback(lines: list[str]) -> str:
+    """The traceback with ANSI colour stripped, capped, library frames folded away."""
+    text = ANSI.sub("", "\n".join(str(line) for line in lines))
+    blocks = text.split("\n\n")
+    kept = [b for b in blocks if "site-packages" not in b.split("\n", 1)[0]] or blocks
+    if len(kept) < len(blocks):
+        kept.insert(-1, f"[{len(blocks) - len(kept)} library frame(s) hidden]")
+    text = "\n\n".join(kept)
+    return text if len(text) <= 4000 else "...(truncated)\n" + text[-4000:]
+
+
+async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
+                              io_dir: Path) -> list[CheckResult]:
+    kc = BlockingKernelClient()
+    kc.load_connection_info(km.get_connection_info())
+    kc.start_channels()
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        asyncio.run_coroutine_threadsafe(km.interrupt_kernel(), loop).result(timeout=10)
+
+    def alive() -> bool:
+        return asyncio.run_coroutine_threadsafe(km.is_alive(), loop).result(timeout=10)
+
+    try:
+        transport = KernelTransport(kc, interrupt, io_dir / "_grader_probe.py")
+        student = Student(transport, io_dir / "probes")
+        expected = (assignment.expected if not options.public_only
+                    else type(assignment.expected).refusing(assignment.name))
+        items = assignment.checks(public_only=options.public_only)
+        return await asyncio.to_thread(run_checks, items, student, expected, alive)
+    finally:
+        kc.stop_channels()
+
+
+async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    try:
+        if client.kc is not None:
+            client.kc.stop_channels()
+        if km.has_kernel:
+            await asyncio.wait_for(km.shutdown_kernel(now=True), timeout=10)
+    except Exception:  # noqa: BLE001 - the tree is killed below either way
+        pass
+    if process is not None:
+        kill_tree(process.pid)
+    try:
+        await km._async_cleanup_resources()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _while_running(cells: list[CellRun]) -> str:
+    return f" while cell {cells[-1].index + 1} ran" if cells else ""
+
+
+def _not_run(assignment: Assignment, options: GradeOptions, message: str) -> tuple[CheckResult, ...]:
+    return tuple(
+        CheckResult(id=c.id, question=c.question, points=c.points, score=0.0, passed=False,
+                    hidden=c.hidden, message=message, description=c.description)
+        for c in assignment.checks(public_only=options.public_only))
+
+
+def _max_points(assignment: Assignment, options: GradeOptions) -> float:
+    return round(sum(c.points for c in assignment.checks(public_only=options.public_only)), 6)
+
+
+def _save_executed(notebook, options: GradeOptions, student_id: str) -> str | None:
+    if options.executed_dir is None:
+        return None
+    options.executed_dir.mkdir(parents=True, exist_ok=True)
+    path = options.executed_dir / f"{student_id}.ipynb"
+    nbformat.write(notebook, str(path))
+    return str(path)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    found = {"grader": __version__, "python": sys.version.split()[0]}
+    for package in ("tensorflow-cpu", "tensorflow", "keras", "nbclient", "jupyter_client",
+                    "ipykernel", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

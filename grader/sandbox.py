@@ -1,0 +1,268 @@
+"""The sandbox a student's kernel runs in.
+
+With bubblewrap (``--sandbox auto|required``) the kernel gets:
+
+* no network (a private network namespace: only its own loopback), its own PID,
+  IPC and UTS namespaces, and ``--die-with-parent``;
+* a read-only view of the system (``/usr``, a few files of ``/etc``, the Python
+  installation), a private ``/tmp`` and home (tmpfs), and a scratch copy of the
+  submission as its working directory — nothing else of the host: not the course
+  folder, not ``reference/``, not the grader's results;
+* the data cache, read-only (``~/.keras/datasets/mnist.npz``,
+  ``./datasets/housing/housing.csv``);
+* the probe directory (connection file, IPC sockets, probe requests) at the same
+  path as on the host, because jupyter_client talks to it over IPC sockets
+  (TCP cannot cross a private network namespace).
+
+Limits: a file-size limit (``RLIMIT_FSIZE``) and open-files limit via ``prlimit``;
+memory and process count by :class:`Watchdog`, which polls the kernel's whole
+process tree and kills it past the limit (cgroups are not writable in the
+containers we run in; RLIMIT_NPROC does not bind a root-mapped user). At the
+end the whole tree goes: killing bubblewrap's process group ends its PID
+namespace, and with it every daemon and double fork inside.
+
+Without bubblewrap (``--sandbox off``, or ``auto`` where it cannot run) the kernel
+runs as a plain child process with the same limits and watchdog, in its scratch
+directory, and the report says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from .errors import SandboxUnavailable
+
+SANDBOX_HOME = "/home/student"
+SANDBOX_WORK = f"{SANDBOX_HOME}/work"
+# Files of /etc a Python kernel needs; the rest of /etc stays hidden.
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
+             "passwd", "group", "hosts", "ssl", "ca-certificates", "fonts", "mime.types")
+
+
+@functools.lru_cache(maxsize=1)
+def bubblewrap_problem() -> str | None:
+    """None when bubblewrap works here, else why not (in words for the instructor)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    try:
+        probe = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
+                                "--proc", "/proc", "--dev", "/dev", "true"],
+                               capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"bubblewrap failed to start: {error}"
+    if probe.returncode != 0:
+        return f"bubblewrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def resolve_mode(requested: str) -> tuple[str, str | None]:
+    """(mode, warning). ``requested`` is auto, required or off."""
+    if requested == "off":
+        return "off", None
+    problem = bubblewrap_problem()
+    if problem is None:
+        return "bubblewrap", None
+    if requested == "required":
+        raise SandboxUnavailable(f"--sandbox required, but {problem}")
+    return "off", (f"WARNING: running student code WITHOUT a sandbox: {problem}. "
+                   "Student notebooks can read and write your files and use the network. "
+                   "Use --sandbox required to refuse instead.")
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    mode: str  # "bubblewrap" or "off"
+    work_dir: Path  # scratch copy of the submission: the kernel's working directory
+    io_dir: Path  # connection file, IPC sockets and probes, same path inside and out
+    data_mounts: tuple[tuple[Path, str], ...] = ()  # (host path, path in the sandbox) read-only
+    memory_mb: int = 4096
+    max_processes: int = 256
+    max_file_mb: int = 256
+    gpu_devices: tuple[str, ...] = ()  # /dev/nvidia* nodes passed through
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cwd_inside(self) -> str:
+        return SANDBOX_WORK if self.mode == "bubblewrap" else str(self.work_dir)
+
+    @property
+    def home_inside(self) -> str:
+        return SANDBOX_HOME if self.mode == "bubblewrap" else str(self.work_dir.parent / "home")
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The command line that runs ``argv`` inside this sandbox, limits applied."""
+        limits = ["prlimit", f"--fsize={self.max_file_mb * 2**20}", "--nofile=1024", "--core=0", "--"]
+        if self.mode == "off":
+            return limits + argv
+        return limits + self._bubblewrap_args() + ["--"] + argv
+
+    def _bubblewrap_args(self) -> list[str]:
+        args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+                "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+        for name in ("bin", "lib", "lib64", "sbin", "lib32"):
+            path = Path("/") / name
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), f"/{name}"]
+            elif path.is_dir():
+                args += ["--ro-bind", str(path), f"/{name}"]
+        for name in ETC_FILES:
+            if (Path("/etc") / name).exists():
+                args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for prefix in python_prefixes():
+            args += ["--ro-bind", prefix, prefix]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                 "--tmpfs", SANDBOX_HOME, "--bind", str(self.work_dir), SANDBOX_WORK,
+                 "--bind", str(self.io_dir), str(self.io_dir)]
+        # The grader package itself (no expected values live in it), so that a notebook's
+        # `from grader import check` imports; check() is a no-op while graded.
+        args += ["--ro-bind", str(Path(__file__).resolve().parent), "/opt/grader/grader"]
+        for host, inside in self.data_mounts:
+            target = inside.replace("~", SANDBOX_HOME, 1).replace("./", SANDBOX_WORK + "/", 1)
+            args += ["--ro-bind", str(host), target]
+        for device in self.gpu_devices:
+            args += ["--dev-bind", device, device]
+        args += ["--chdir", SANDBOX_WORK]
+        return args
+
+    def environment(self) -> dict[str, str]:
+        """A small, explicit environment: nothing of the grader's leaks in."""
+        env = {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin",
+                                     "/usr/bin", "/bin"]),
+            "HOME": self.home_inside,
+            "LANG": "C.UTF-8",
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MPLBACKEND": "Agg",
+            "GRADER_EXECUTING": "1",  # makes grader.check() a no-op inside graded runs
+            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")
+            if self.gpu_devices else "-1",
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "MPLCONFIGDIR": f"{self.home_inside}/.config/matplotlib",
+        }
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TZ"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        if self.mode == "bubblewrap":
+            env["PYTHONPATH"] = "/opt/grader"
+        env.update(self.extra_env)
+        return env
+
+
+@functools.lru_cache(maxsize=1)
+def python_prefixes() -> tuple[str, ...]:
+    """The read-only Python installation the kernel needs (a venv and its base)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix,
+             sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    real = {os.path.realpath(p) for p in paths}
+    # Keep the outermost folders only; /usr is already bound.
+    kept = []
+    for path in sorted(real | paths, key=len):
+        if path.startswith("/usr/") or path == "/usr":
+            continue
+        if not any(path == k or path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return tuple(kept)
+
+
+@dataclass
+class Usage:
+    peak_rss_mb: float = 0.0
+    peak_processes: int = 0
+    killed_for: str | None = None  # "memory" or "processes"
+
+
+class Watchdog(threading.Thread):
+    """Polls a process tree; kills it when it passes the memory or process limit."""
+
+    def __init__(self, pid: int, memory_mb: int, max_processes: int, interval: float = 0.2):
+        super().__init__(daemon=True, name=f"watchdog-{pid}")
+        self.pid, self.memory_mb, self.max_processes, self.interval = pid, memory_mb, max_processes, interval
+        self.usage = Usage()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop_event.wait(self.interval):
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            rss = 0
+            for proc in tree:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            usage = self.usage
+            usage.peak_rss_mb = max(usage.peak_rss_mb, rss / 2**20)
+            usage.peak_processes = max(usage.peak_processes, len(tree))
+            if rss > self.memory_mb * 2**20:
+                usage.killed_for = "memory"
+            elif len(tree) > self.max_processes:
+                usage.killed_for = "processes"
+            if usage.killed_for:
+                kill_tree(self.pid)
+                return
+
+    def stop(self) -> Usage:
+        self._stop_event.set()
+        self.join(timeout=2)
+        return self.usage
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process, its process group and every descendant. Safe to call twice."""
+    try:
+        root = psutil.Process(pid)
+        descendants = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+        root = None
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the launcher starts the kernel in its own session
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in [*descendants, *([root] if root else [])]:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(descendants, timeout=3)
+
+
+def sandbox_processes_alive(io_dir: Path) -> list[int]:
+    """PIDs of processes whose command line names this sandbox's io folder (for tests)."""
+    marker = str(io_dir)
+    alive = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in proc.info["cmdline"] or ()):
+                alive.append(proc.info["pid"])
+        except psutil.Error:
+            pass
+    return alive
+
+
+def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        time.sleep(0.05)
+    return pids

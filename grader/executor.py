@@ -36,7 +36,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from . import __version__, data
-from .assignment import Assignment
+from .assignment import Assignment, Limits
 from .checks import run_checks
 from .errors import DataUnavailable, InvalidSubmission
 from .probe import KernelTransport, Student
@@ -56,6 +56,7 @@ class GradeOptions:
     executed_dir: Path | None = None  # write the executed notebook here
     scratch_root: Path | None = None  # where scratch folders go (default: the system tmp)
     gpu_devices: tuple[str, ...] = ()
+    limits: Limits | None = None  # overrides the assignment's limits (tests, --cell-timeout)
 
 
 def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
@@ -149,20 +150,24 @@ class CappedNotebookClient(NotebookClient):
 
 
 def grade_submission(notebook_path: Path, assignment: Assignment, options: GradeOptions,
-                     student_id: str) -> SubmissionResult:
-    """Grade one notebook. Never raises for the student's faults."""
+                     student_id: str, *, with_folder: bool = False) -> SubmissionResult:
+    """Grade one notebook. Never raises for the student's faults.
+
+    ``with_folder``: the student submitted a folder; the small files beside the
+    notebook are copied into the scratch folder too."""
     started = time.perf_counter()
     base = dict(student_id=student_id, assignment=assignment.name, score=0.0,
                 max_score=_max_points(assignment, options), source_path=str(notebook_path),
                 graded_at=_now(), versions=versions())
     try:
-        raw, notebook, notes = _load(notebook_path)
+        raw = _read_bytes(notebook_path)
+        base["submission_sha256"] = hashlib.sha256(raw).hexdigest()
+        base["cache_key"] = cache_key(raw, assignment)
+        notebook, notes = read_notebook(raw)
     except InvalidSubmission as error:
         return SubmissionResult(status=Status.INVALID, message=str(error),
                                 checks=_not_run(assignment, options, "Not run: " + str(error)),
                                 duration_s=time.perf_counter() - started, **base)
-    base["submission_sha256"] = hashlib.sha256(raw).hexdigest()
-    base["cache_key"] = cache_key(raw, assignment)
     try:
         datasets = data.prepare(assignment.datasets, options.data_dir)
     except DataUnavailable as error:
@@ -173,23 +178,21 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
     mode, _warning = resolve_mode(options.sandbox)
     scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=options.scratch_root))
     try:
-        result = asyncio.run(_execute_and_check(notebook, notebook_path, assignment, options,
-                                                mode, datasets, scratch, base))
+        result = asyncio.run(_execute_and_check(notebook, notebook_path, with_folder, assignment,
+                                                options, mode, datasets, scratch, base))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     message = " ".join([result.message, *notes]).strip()
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
 
 
-def _load(path: Path) -> tuple[bytes, nbformat.NotebookNode, list[str]]:
+def _read_bytes(path: Path) -> bytes:
     if path.is_symlink():
         raise InvalidSubmission("The submission is a symbolic link, not a notebook file. "
                                 "Upload the .ipynb file itself.")
     if not path.is_file():
         raise InvalidSubmission("No notebook file was found for this submission.")
-    raw = path.read_bytes()
-    notebook, notes = read_notebook(raw)
-    return raw, notebook, notes
+    return path.read_bytes()
 
 
 def cache_key(raw: bytes, assignment: Assignment) -> str:
@@ -199,12 +202,12 @@ def cache_key(raw: bytes, assignment: Assignment) -> str:
     return digest.hexdigest()[:32]
 
 
-def _prepare_scratch(notebook_path: Path, scratch: Path, mode: str,
+def _prepare_scratch(notebook_path: Path, with_folder: bool, scratch: Path, mode: str,
                      datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
     work, io_dir, home = scratch / "work", scratch / "io", scratch / "home"
     for folder in (work, io_dir, home):
         folder.mkdir()
-    _copy_submission_folder(notebook_path, work)
+    _copy_submission(notebook_path, with_folder, work)
     mounts = []
     if "mnist" in datasets:
         mounts.append((datasets["mnist"].parent, "~/.keras/datasets"))
@@ -220,17 +223,14 @@ def _prepare_scratch(notebook_path: Path, scratch: Path, mode: str,
     return work, io_dir, tuple(mounts)
 
 
-def _copy_submission_folder(notebook_path: Path, work: Path) -> None:
+def _copy_submission(notebook_path: Path, with_folder: bool, work: Path) -> None:
     """The notebook, plus small regular files beside it when the student submitted a folder."""
     shutil.copyfile(notebook_path, work / notebook_path.name)
-    folder = notebook_path.parent
-    if not (folder / ".grader-submission-folder").exists():
+    if not with_folder:
         return
     budget = MAX_SUBMISSION_FOLDER_BYTES
-    for item in sorted(folder.iterdir()):
+    for item in sorted(notebook_path.parent.iterdir()):
         if item.is_symlink() or not item.is_file() or item == notebook_path:
-            continue
-        if item.name.startswith(".grader"):
             continue
         budget -= item.stat().st_size
         if budget < 0:
@@ -238,12 +238,13 @@ def _copy_submission_folder(notebook_path: Path, work: Path) -> None:
         shutil.copyfile(item, work / item.name)
 
 
-async def _execute_and_check(notebook, notebook_path: Path, assignment: Assignment,
-                             options: GradeOptions, mode: str, datasets: dict[str, Path],
-                             scratch: Path, base: dict) -> SubmissionResult:
-    limits = assignment.limits
+async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
+                             assignment: Assignment, options: GradeOptions, mode: str,
+                             datasets: dict[str, Path], scratch: Path,
+                             base: dict) -> SubmissionResult:
+    limits = options.limits or assignment.limits
     timings: dict[str, float] = {}
-    work, io_dir, mounts = _prepare_scratch(notebook_path, scratch, mode, datasets)
+    work, io_dir, mounts = _prepare_scratch(notebook_path, with_folder, scratch, mode, datasets)
     spec = SandboxSpec(mode=mode, work_dir=work, io_dir=io_dir, data_mounts=mounts,
                        memory_mb=limits.memory_mb, max_processes=limits.max_processes,
                        max_file_mb=limits.max_file_mb, gpu_devices=options.gpu_devices)

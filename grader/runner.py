@@ -1,0 +1,289 @@
+"""``grader run``: grade a folder of submissions, in parallel, resumably.
+
+Each submission is graded by :func:`grader.executor.grade_submission` in a worker
+process; the coordinating process writes each result the moment it arrives:
+
+    OUT/results/<student_id>.json   the full SubmissionResult (written atomically)
+    OUT/grades.csv                  rewritten atomically after every result
+    OUT/gradebook.sqlite            every run and every result, never overwritten
+    OUT/executed/<student_id>.ipynb the executed notebook (outputs capped)
+
+Killing the grader loses nothing finished. A re-run skips every submission whose
+stored result has the same cache key (the notebook's bytes, the assignment's
+version and fingerprint, the grader's version); results are also kept in the
+cache folder by key, so an unchanged notebook is never executed twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from . import __version__
+from .assignment import Assignment, load_assignment
+from .data import cache_root
+from .discovery import Submission, discover
+from .executor import GradeOptions, _now, cache_key, grade_submission, versions
+from .gradebook import Gradebook
+from .results import Status, SubmissionResult
+
+GRADES_COLUMNS = ["student_id", "assignment", "score", "max_score", "status", "message",
+                  "duration_s", "graded_at"]
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0
+    executed: int = 0
+    cached: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    results: list[SubmissionResult] = field(default_factory=list)
+    out_dir: Path = Path(".")
+
+    @property
+    def grader_errors(self) -> int:
+        return self.statuses.get(Status.GRADER_ERROR, 0)
+
+
+def default_workers(memory_mb: int) -> int:
+    """As many kernels as the cores and the memory hold (each may use memory_mb)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    by_memory = int(psutil.virtual_memory().available / 2**20 // max(memory_mb, 1))
+    return max(1, min(cores or 1, by_memory))
+
+
+def _die_with_coordinator() -> None:
+    """Worker initializer: if the coordinator is killed (even SIGKILL), take the worker down
+    too, and with it the sandbox (bubblewrap runs --die-with-parent)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _grade_in_worker(course_root: str, assignment_name: str, options: GradeOptions,
+                     submission: Submission) -> SubmissionResult:
+    assignment = load_assignment(assignment_name, Path(course_root))
+    if submission.path is None:
+        return _invalid(submission, assignment, options)
+    return grade_submission(submission.path, assignment, options, submission.student_id,
+                            with_folder=submission.folder)
+
+
+def _invalid(submission: Submission, assignment: Assignment,
+             options: GradeOptions) -> SubmissionResult:
+    from .executor import _max_points, _not_run
+
+    return SubmissionResult(
+        student_id=submission.student_id, assignment=assignment.name, status=Status.INVALID,
+        message=submission.problem, score=0.0, max_score=_max_points(assignment, options),
+        checks=_not_run(assignment, options, "Not run: " + submission.problem),
+        graded_at=_now(), versions=versions())
+
+
+class ResultStore:
+    """OUT/results/*.json, grades.csv and the key-addressed cache."""
+
+    def __init__(self, out_dir: Path, use_cache: bool = True):
+        self.out_dir = out_dir
+        self.results_dir = out_dir / "results"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = cache_root() / "results" if use_cache else None
+
+    def path(self, student_id: str) -> Path:
+        return self.results_dir / f"{student_id}.json"
+
+    def load(self, student_id: str) -> SubmissionResult | None:
+        path = self.path(student_id)
+        try:
+            return SubmissionResult.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def cached(self, student_id: str, key: str) -> SubmissionResult | None:
+        """A finished result for exactly these bytes, this assignment and this grader."""
+        stored = self.load(student_id)
+        if stored is not None and stored.cache_key == key and _final(stored):
+            return stored
+        if self.cache_dir is not None:
+            try:
+                hit = SubmissionResult.from_json((self.cache_dir / f"{key}.json").read_text())
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            if _final(hit):
+                return replace(hit, student_id=student_id)
+        return None
+
+    def save(self, result: SubmissionResult) -> None:
+        _atomic_write(self.path(result.student_id), result.to_json())
+        if self.cache_dir is not None and result.cache_key and _final(result):
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.cache_dir / f"{result.cache_key}.json", result.to_json())
+
+    def all(self) -> list[SubmissionResult]:
+        results = []
+        for path in sorted(self.results_dir.glob("*.json")):
+            loaded = self.load(path.stem)
+            if loaded is not None:
+                results.append(loaded)
+        return results
+
+    def write_grades_csv(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(GRADES_COLUMNS)
+        for result in self.all():
+            writer.writerow([result.student_id, result.assignment, f"{result.score:g}",
+                             f"{result.max_score:g}", result.status.value,
+                             result.message, f"{result.duration_s:.1f}", result.graded_at])
+        _atomic_write(self.out_dir / "grades.csv", buffer.getvalue())
+
+
+def _final(result: SubmissionResult) -> bool:
+    # A grader error is ours, not the student's: never keep it as the answer.
+    return result.status is not Status.GRADER_ERROR
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options: GradeOptions,
+              workers: int | None = None, *, use_cache: bool = True,
+              on_result: Callable[[SubmissionResult, bool], None] | None = None,
+              progress: bool = True) -> BatchSummary:
+    """Grade every submission under ``submissions`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out_dir, use_cache)
+    found = discover(submissions, out_dir / ".unpacked")
+    options = replace(options, executed_dir=options.executed_dir or out_dir / "executed",
+                      scratch_root=options.scratch_root or _scratch(out_dir))
+    gradebook = Gradebook(out_dir / "gradebook.sqlite")
+    run_id = gradebook.start_run(assignment.name, _now(), __version__,
+                                 {"sandbox": options.sandbox, "device": options.device,
+                                  "workers": workers, "submissions": str(submissions)})
+    summary = BatchSummary(total=len(found), out_dir=out_dir)
+    bar = _progress_bar(len(found), progress)
+
+    def finish(result: SubmissionResult, cached: bool) -> None:
+        if not cached:
+            store.save(result)
+        store.write_grades_csv()
+        gradebook.record(run_id, result, cached)
+        summary.statuses[result.status] += 1
+        summary.results.append(result)
+        summary.cached += cached
+        summary.executed += not cached
+        if on_result:
+            on_result(result, cached)
+        if bar is not None:
+            bar.set_postfix_str(f"{result.student_id}: {result.status.value}", refresh=False)
+            bar.update(1)
+
+    pending: list[Submission] = []
+    for submission in found:
+        hit = None
+        if submission.path is not None and submission.path.is_file() \
+                and not submission.path.is_symlink():
+            hit = store.cached(submission.student_id,
+                               cache_key(submission.path.read_bytes(), assignment))
+        if hit is not None:
+            finish(hit, cached=True)
+        else:
+            pending.append(submission)
+
+    workers = max(1, min(workers or default_workers(assignment.limits.memory_mb),
+                         len(pending) or 1))
+    try:
+        _grade_pending(pending, assignment, options, workers, finish)
+    finally:
+        if bar is not None:
+            bar.close()
+        gradebook.finish_run(run_id, _now())
+        gradebook.close()
+        _remove_scratch(options.scratch_root)
+    return summary
+
+
+def _grade_pending(pending: list[Submission], assignment: Assignment, options: GradeOptions,
+                   workers: int, finish: Callable[[SubmissionResult, bool], None]) -> None:
+    if not pending:
+        return
+    course_root = str(assignment.directory.parent.parent)
+    queue = list(pending)
+    context = multiprocessing.get_context("spawn")
+    while queue:
+        in_flight: dict[Future, Submission] = {}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=_die_with_coordinator) as pool:
+            try:
+                while queue or in_flight:
+                    while queue and len(in_flight) < workers:
+                        submission = queue.pop(0)
+                        in_flight[pool.submit(_grade_in_worker, course_root, assignment.name,
+                                              options, submission)] = submission
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        submission = in_flight.pop(future)
+                        finish(_outcome(future, submission, assignment, options), False)
+            except BrokenProcessPool:
+                # A worker died (not a kernel: those are separate processes). Report the
+                # submissions it held as grader errors; they are re-graded on the next run.
+                for future, submission in in_flight.items():
+                    finish(_outcome(future, submission, assignment, options), False)
+                in_flight.clear()
+
+
+def _outcome(future: Future, submission: Submission, assignment: Assignment,
+             options: GradeOptions) -> SubmissionResult:
+    try:
+        return future.result()
+    except Exception as error:  # noqa: BLE001 - one bad submission never hurts the batch
+        from .executor import _max_points, _not_run
+
+        message = f"The grader failed on this submission ({type(error).__name__}: {error})."
+        return SubmissionResult(
+            student_id=submission.student_id, assignment=assignment.name,
+            status=Status.GRADER_ERROR, message=message, score=0.0,
+            max_score=_max_points(assignment, options),
+            checks=_not_run(assignment, options, "Not run: " + message),
+            source_path=str(submission.path or ""), graded_at=_now(), versions=versions())
+
+
+def _scratch(out_dir: Path) -> Path:
+    scratch = out_dir / ".scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
+def _remove_scratch(scratch: Path | None) -> None:
+    import shutil
+
+    if scratch is not None and scratch.name == ".scratch":
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="nb", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")

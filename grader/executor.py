@@ -134,6 +134,12 @@ class CappedNotebookClient(NotebookClient):
         self.max_output_bytes = max_output_bytes
         self.output_bytes = 0
         self.truncated_cells: set[int] = set()
+        self.timed_out: set[int] = set()  # id() of cells whose time limit fired
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        if cell is not None:
+            self.timed_out.add(id(cell))
+        return await super()._async_handle_timeout(timeout, cell)
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(json.dumps(msg.get("content", {}), default=str))
@@ -337,7 +343,8 @@ async def _run_cells(client: CappedNotebookClient, limits, cells: list[CellRun],
             cells.append(CellRun(index=index, duration_s=round(time.perf_counter() - started, 3),
                                  error="The kernel died while this cell ran"))
             raise
-        run = _cell_run(cell, index, time.perf_counter() - started)
+        run = _cell_run(cell, index, time.perf_counter() - started,
+                        timed_out=id(cell) in client.timed_out)
         cells.append(run)
         if run.timed_out:
             status = Status.TIMEOUT
@@ -349,13 +356,13 @@ async def _run_cells(client: CappedNotebookClient, limits, cells: list[CellRun],
     return status, message
 
 
-def _cell_run(cell, index: int, duration: float) -> CellRun:
+def _cell_run(cell, index: int, duration: float, timed_out: bool = False) -> CellRun:
+    if timed_out:
+        return CellRun(index=index, duration_s=round(duration, 3), timed_out=True,
+                       error="the cell ran past its time limit")
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             ename = output.get("ename", "Error")
-            if ename == "CellTimeoutError":
-                return CellRun(index=index, duration_s=round(duration, 3), timed_out=True,
-                               error="the cell ran past its time limit")
             evalue = ANSI.sub("", str(output.get("evalue", "")))[:500]
             if ename == "StdinNotImplementedError":
                 evalue = "input() cannot be answered while grading; use a fixed value instead"

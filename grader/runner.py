@@ -224,10 +224,11 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
 
 def _grade_pending(pending: list[Submission], assignment: Assignment, options: GradeOptions,
                    workers: int, finish: Callable[[SubmissionResult, bool], None]) -> None:
-    if not pending:
-        return
+    """Grade in worker processes. If a worker dies (without bubblewrap a kernel can kill its
+    parent), the submissions it held are tried once more; a second death is reported."""
     course_root = str(assignment.directory.parent.parent)
     queue = list(pending)
+    attempts: Counter = Counter()
     context = multiprocessing.get_context("spawn")
     while queue:
         in_flight: dict[Future, Submission] = {}
@@ -237,6 +238,7 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                 while queue or in_flight:
                     while queue and len(in_flight) < workers:
                         submission = queue.pop(0)
+                        attempts[submission.student_id] += 1
                         in_flight[pool.submit(_grade_in_worker, course_root, assignment.name,
                                               options, submission)] = submission
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -244,10 +246,13 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                         submission = in_flight.pop(future)
                         finish(_outcome(future, submission, assignment, options), False)
             except BrokenProcessPool:
-                # A worker died (not a kernel: those are separate processes). Report the
-                # submissions it held as grader errors; they are re-graded on the next run.
-                for future, submission in in_flight.items():
-                    finish(_outcome(future, submission, assignment, options), False)
+                for submission in in_flight.values():
+                    if attempts[submission.student_id] < 2:
+                        queue.append(submission)
+                    else:
+                        failed: Future = Future()
+                        failed.set_exception(RuntimeError("the grading worker died twice"))
+                        finish(_outcome(failed, submission, assignment, options), False)
                 in_flight.clear()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def mnist_npz() -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         (x_train, y_train), (x_test, y_test) = mnist_sample()
-        partial = path.with_suffix(".partial.npz")
+        partial = path.with_name(f"mnist.{os.getpid()}.{threading.get_ident()}.partial.npz")
         np.savez_compressed(partial, x_train=x_train, y_train=y_train,
                             x_test=x_test, y_test=y_test)
         os.replace(partial, path)
@@ -84,8 +85,9 @@ def housing_csv(data_dir: Path | str | None = None) -> Path:
                     f"{candidate} has sha256 {found[:12]}…, expected {HOUSING_SHA256[:12]}…: "
                     f"it is not the handson-ml2 housing.csv. Download it again from {HOUSING_URL}")
             cached.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(candidate, cached.with_suffix(".partial"))
-            os.replace(cached.with_suffix(".partial"), cached)
+            partial = cached.with_name(f"housing.{os.getpid()}.{threading.get_ident()}.partial")
+            shutil.copyfile(candidate, partial)
+            os.replace(partial, cached)
             return cached
     looked = ", ".join(str(c) for c in candidates) or "no data directory given"
     raise DataUnavailable(

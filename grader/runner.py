@@ -229,7 +229,9 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
     course_root = str(assignment.directory.parent.parent)
     queue = list(pending)
     attempts: Counter = Counter()
-    context = multiprocessing.get_context("spawn")
+    # fork, not spawn: spawn re-imports the caller's __main__, which breaks under pytest-xdist
+    # and in scripts without a main guard. The coordinator holds no locks or kernels here.
+    context = multiprocessing.get_context("fork")
     while queue:
         in_flight: dict[Future, Submission] = {}
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,

@@ -97,6 +97,8 @@ def run_check(item: Check, student: Any, expected: Any) -> CheckResult:
             fields = {"metric": returned}
     except CheckFailed as failure:
         passed, message = False, failure.message
+        if failure.detail and not item.hidden:  # the detail reveals expected values
+            message = f"{message} {failure.detail}"
         fields = dict(expected=failure.expected, found=failure.found,
                       tolerance=failure.tolerance, metric=failure.metric)
     except StudentCodeError as error:

@@ -91,9 +91,9 @@ def assert_allclose(found: Any, expected: Any, *, what: str, rtol: float = 1e-4,
         for flat in worst) if array.ndim else f"found {array.item():.6g}, expected {expected.item():.6g}"
     raise CheckFailed(
         f"`{what}` differs from the expected values ({tolerance}). "
-        f"Mismatched elements: {count} / {array.size}; max absolute difference "
-        f"{difference.max():.3g}, max relative difference {np.max(relative):.3g}; "
-        f"{worst_text}. {fix}".strip(),
+        f"Mismatched elements: {count} / {array.size}. {fix}".strip(),
+        detail=f"Max absolute difference {difference.max():.3g}, max relative difference "
+               f"{np.max(relative):.3g}; {worst_text}.",
         expected=short_repr(expected), found=short_repr(array), tolerance=tolerance)
 
 
@@ -135,5 +135,6 @@ def assert_in_band(value: Any, band: Band, *, what: str, fix: str) -> dict:
 
 def assert_equal(found: Any, expected: Any, *, what: str, fix: str = "") -> None:
     if found != expected:
-        raise CheckFailed(f"`{what}` is {short_repr(found)}; expected {short_repr(expected)}. {fix}".strip(),
+        raise CheckFailed(f"`{what}` is not what was expected. {fix}".strip(),
+                          detail=f"Found {short_repr(found)}; expected {short_repr(expected)}.",
                           expected=short_repr(expected), found=short_repr(found))

@@ -41,13 +41,15 @@ class CheckFailed(Exception):
     """Raised by a check when the student's answer is wrong.
 
     ``message`` follows the house rule: what we found, what we expected, how to fix it.
-    ``expected`` / ``found`` are short renderings shown for public checks only.
+    ``detail`` holds the part that reveals expected values (the worst mismatches);
+    it and ``expected`` / ``found`` are shown for public checks only.
     """
 
     def __init__(
         self,
         message: str,
         *,
+        detail: str = "",
         expected: str | None = None,
         found: str | None = None,
         tolerance: str | None = None,
@@ -55,6 +57,7 @@ class CheckFailed(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
         self.expected = expected
         self.found = found
         self.tolerance = tolerance

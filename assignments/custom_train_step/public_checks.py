@@ -1,0 +1,165 @@
+"""Public checks for custom_train_step: the architecture and what one step must do.
+
+Students have this file. Run them in your notebook with ``grader.check("q1")``.
+"""
+
+import numpy as np
+
+from grader.checks import check
+from grader.compare import assert_equal
+from grader.errors import CheckFailed
+
+WEIGHT_SHAPES = [[784, 64], [64], [64], [64], [64], [64], [64, 10], [10]]
+LAYERS = ["Flatten", "Dense", "BatchNormalization", "Dense"]
+
+
+def _batch(size=16):
+    """A small deterministic batch of images in [0, 1] with labels 0..9."""
+    grid = np.linspace(0.0, 1.0, 28 * 28, dtype=np.float32).reshape(28, 28)
+    x = np.stack([(grid * (k + 1)) % 1.0 for k in range(size)]).astype(np.float32)
+    return x, (np.arange(size) % 10).astype(np.int64)
+
+
+STEP_CODE = """
+import numpy as np
+import keras
+model = ns["build_model"]()
+if not model.weights:
+    model(np.zeros((1, 28, 28), "float32"), training=False)
+model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
+              loss="sparse_categorical_crossentropy")
+before = [np.array(w) for w in model.get_weights()]
+logs = getattr(model, step)((x, y))
+after = [np.array(w) for w in model.get_weights()]
+result = {
+    "logs": {str(k): float(v) for k, v in dict(logs).items()} if isinstance(logs, dict) else None,
+    "logs_type": type(logs).__name__,
+    "changed": [bool(np.any(a != b)) for a, b in zip(before, after)],
+    "shapes": [list(np.shape(w)) for w in after],
+}
+"""
+
+
+def _step(student, step):
+    x, y = _batch()
+    out = student.evaluate(STEP_CODE, what=f"model.{step}((x, y)) on a fresh build_model()",
+                           x=x, y=y, step=step)
+    if out["shapes"] != WEIGHT_SHAPES:
+        raise CheckFailed(
+            f"build_model() gives weights of shapes {[tuple(s) for s in out['shapes']]}; expected "
+            f"{[tuple(s) for s in WEIGHT_SHAPES]}. Build exactly the architecture of Q2.")
+    logs = out["logs"]
+    if logs is None or not {"loss", "accuracy"} <= set(logs):
+        found = sorted(logs) if logs is not None else out["logs_type"]
+        raise CheckFailed(
+            f"{step} returned {found}; expected a dict with the keys 'loss' and 'accuracy'. "
+            'Return {"loss": self.loss_tracker.result(), "accuracy": '
+            "self.accuracy_tracker.result()}.")
+    if not all(np.isfinite(v) for v in logs.values()):
+        raise CheckFailed(f"{step} returned non-finite logs {logs}; expected finite numbers.")
+    return out
+
+
+@check("q1.train_step_updates_weights", points=1)
+def check_train_step_updates_weights(student, expected):
+    """One train_step returns loss and accuracy, moves every trainable weight and BN's moving averages."""
+    out = _step(student, "train_step")
+    names = ["Dense(64) kernel", "Dense(64) bias", "BatchNormalization gamma",
+             "BatchNormalization beta", "Dense(10) kernel", "Dense(10) bias"]
+    trainable = [out["changed"][i] for i in (0, 1, 2, 3, 6, 7)]
+    frozen = [name for name, moved in zip(names, trainable, strict=True) if not moved]
+    if frozen:
+        raise CheckFailed(
+            f"After one train_step these weights did not change: {', '.join(frozen)}; expected "
+            "every trainable weight to move. Take tape.gradient(loss, self.trainable_variables) "
+            "and apply it with self.optimizer.apply_gradients(zip(gradients, "
+            "self.trainable_variables)).")
+    if not (out["changed"][4] and out["changed"][5]):
+        raise CheckFailed(
+            "After one train_step the BatchNormalization moving mean and variance did not "
+            "change; expected them to be updated, which happens only in training mode. Call "
+            "the model as self(x, training=True) inside train_step.")
+
+
+@check("q1.test_step_changes_nothing", points=1)
+def check_test_step_changes_nothing(student, expected):
+    """test_step returns loss and accuracy and changes no weight (moving averages included)."""
+    out = _step(student, "test_step")
+    if any(out["changed"]):
+        raise CheckFailed(
+            f"test_step changed {sum(out['changed'])} of the model's 8 weight arrays; expected "
+            "none to change. Run the model with self(x, training=False) and do not apply "
+            "gradients in test_step.")
+
+
+ARCHITECTURE_CODE = """
+import numpy as np
+model = ns["build_model"]()
+if not model.weights:
+    model(np.zeros((1, 28, 28), "float32"), training=False)
+result = describe_model(model)
+result["train_step_owner"] = type(model).train_step.__qualname__.split(".")[0]
+result["test_step_owner"] = type(model).test_step.__qualname__.split(".")[0]
+result["call_shape"] = list(np.shape(model(np.zeros((2, 28, 28), "float32"), training=False)))
+"""
+
+
+@check("q2.architecture", points=2)
+def check_architecture(student, expected):
+    """build_model() returns a compiled CustomModel: Flatten, Dense(64, relu), BatchNormalization, Dense(10, softmax)."""
+    info = student.evaluate(ARCHITECTURE_CODE, what="build_model()")
+    if info["class"] != "CustomModel":
+        raise CheckFailed(f"build_model() returned a {info['class']}; expected a CustomModel. "
+                          "Create it with CustomModel(inputs, outputs).")
+    for step in ("train_step", "test_step"):
+        if info[f"{step}_owner"] != "CustomModel":
+            raise CheckFailed(f"CustomModel does not define its own {step} (it uses "
+                              f"{info[f'{step}_owner']}.{step}); expected CustomModel.{step}. "
+                              f"Define `def {step}(self, data):` in the class.")
+    layers = [layer for layer in info["layers"] if layer["class"] != "InputLayer"]
+    assert_equal([layer["class"] for layer in layers], LAYERS, what="the model's layers",
+                 fix="Use exactly Flatten, Dense(64, 'relu'), BatchNormalization, "
+                     "Dense(10, 'softmax'), in this order.")
+    assert_equal([layers[1]["units"], layers[1]["activation"]], [64, "relu"],
+                 what="units and activation of the first Dense layer",
+                 fix="Use keras.layers.Dense(64, activation='relu').")
+    assert_equal([layers[3]["units"], layers[3]["activation"]], [10, "softmax"],
+                 what="units and activation of the last Dense layer",
+                 fix="A 10-class classifier ends in keras.layers.Dense(10, activation='softmax').")
+    assert_equal(tuple(info["call_shape"]), (2, 10), what="the output shape for 2 images",
+                 fix="The model must map (N, 28, 28) images to (N, 10) probabilities.")
+    if not info["compiled"]:
+        raise CheckFailed("build_model() returned a model that is not compiled; expected a "
+                          "compiled one. Call model.compile(optimizer=..., loss=...) before "
+                          "returning it.")
+    loss = info["loss"] or {}
+    if loss.get("name") != "sparse_categorical_crossentropy" or loss.get("from_logits"):
+        raise CheckFailed(f"The model is compiled with loss {loss or None}; expected "
+                          "'sparse_categorical_crossentropy' (the labels are integers and the "
+                          "model outputs probabilities).")
+
+
+HISTORY_CODE = """
+result = {"model": type(ns["model"]).__name__,
+          "loss": [float(v) for v in ns["history"].history.get("loss", [])]}
+"""
+
+
+@check("q3.model_trained", points=1)
+def check_model_trained(student, expected):
+    """`model` is a CustomModel trained with fit(): `history` shows the loss going down."""
+    names = student.names()
+    for name in ("model", "history"):
+        if name not in names:
+            raise CheckFailed(f"No variable `{name}` in your notebook (defined: "
+                              f"{', '.join(sorted(names)) or 'nothing yet'}). Train with "
+                              "model = build_model(); history = model.fit(...).")
+    info = student.evaluate(HISTORY_CODE, what="model and history")
+    if info["model"] != "CustomModel":
+        raise CheckFailed(f"`model` is a {info['model']}; expected a CustomModel. "
+                          "Create it with model = build_model().")
+    losses = info["loss"]
+    if len(losses) < 2 or not losses[-1] < losses[0]:
+        raise CheckFailed(f"history.history['loss'] is {[round(v, 4) for v in losses]}; expected "
+                          "one value per epoch (EPOCHS of them), going down. Keep what "
+                          "model.fit(...) returns in `history`.")

@@ -1,0 +1,79 @@
+"""The check API and the comparisons, on small fakes (no kernel)."""
+
+import numpy as np
+import pytest
+
+from grader.assignment import Expected
+from grader.checks import check, collect_checks, run_check
+from grader.compare import Band, assert_allclose, assert_in_band, assert_shape
+from grader.errors import CheckFailed, StudentCodeError
+
+
+class FakeStudent:
+    default_timeout = 60.0
+
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+    def call(self, name, *args):
+        if self.error:
+            raise self.error
+        return self.value
+
+
+def _make(hidden):
+    @check("q1.softmax_values", points=2, hidden=hidden, hint="Subtract the row maximum.")
+    def check_softmax_values(student, expected):
+        """softmax on fixed logits."""
+        assert_allclose(student.call("softmax"), [0.25, 0.75], what="softmax(logits)")
+    return check_softmax_values.__grader_check__
+
+
+def test_public_failure_shows_the_worst_mismatch_hidden_failure_does_not():
+    public = run_check(_make(False), FakeStudent(np.array([0.5, 0.5])), None)
+    hidden = run_check(_make(True), FakeStudent(np.array([0.5, 0.5])), None)
+    assert "Mismatched elements: 2 / 2" in public.message
+    assert "expected 0.75" in public.message and public.expected
+    assert "0.75" not in repr(hidden)
+    assert hidden.message.endswith("Hint: Subtract the row maximum.")
+    assert (hidden.expected, hidden.found) == (None, None)
+
+
+def test_student_error_and_stub_messages():
+    raised = run_check(_make(False), FakeStudent(error=StudentCodeError(
+        "ValueError", "bad axis", "softmax(<array>)")), None)
+    assert raised.message.startswith("Calling `softmax(<array>)` raised ValueError: bad axis")
+    stub = run_check(_make(False), FakeStudent(error=StudentCodeError(
+        "NotImplementedError", "", "softmax(<array>)")), None)
+    assert stub.message.startswith("`softmax` is not written yet")
+
+
+def test_shape_mismatch_is_reported_first_and_alone():
+    with pytest.raises(CheckFailed) as info:
+        assert_shape(np.zeros((4, 1)), (None, 10), what="model(x)", fix="End in Dense(10).")
+    assert info.value.message == "`model(x)` has shape (4, 1); expected (None, 10). End in Dense(10)."
+
+
+def test_band_failure_carries_the_metric_record():
+    band = Band("test_accuracy", low=0.8, reference_values=(0.88, 0.89))
+    assert assert_in_band(0.85, band, what="Test accuracy", fix="")["value"] == 0.85
+    with pytest.raises(CheckFailed) as info:
+        assert_in_band(0.3, band, what="Test accuracy", fix="Scale the pixels.")
+    assert "Test accuracy is 0.3; expected at least 0.8" in info.value.message
+    assert info.value.metric["reference"] == [0.88, 0.89]
+
+
+def test_public_checks_cannot_read_hidden_values():
+    from grader.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="public check"):
+        Expected.refusing("mlp").array("x")
+
+
+def test_a_check_in_the_wrong_module_is_refused():
+    import types
+
+    module = types.ModuleType("m")
+    module.c = _make(True).function
+    with pytest.raises(ValueError, match="hidden=True but lives in public_checks.py"):
+        collect_checks(module, hidden=False)

@@ -1,0 +1,164 @@
+"""The custom_train_step practical: the reference and the fixture submissions, graded by the real engine.
+
+Every notebook is graded once (module-scoped fixture, two at a time) with the default
+seed; the tests then assert the exact set of checks each one loses and the text of the
+failure messages. The fixtures are generated from the reference notebook by
+``tests/fixtures/submissions/custom_train_step/make_fixtures.py``; a fast test keeps them in sync.
+"""
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import nbformat
+import pytest
+
+from grader.assignment import load_assignment
+from grader.results import Status
+
+from conftest import REPO, sandbox_mode
+
+NAME = "custom_train_step"
+FIXTURES = REPO / "tests" / "fixtures" / "submissions" / NAME
+REFERENCE = REPO / "reference" / NAME / f"{NAME}.ipynb"
+
+PUBLIC = ["q1.train_step_updates_weights", "q1.test_step_changes_nothing", "q2.architecture",
+          "q3.model_trained"]
+HIDDEN = ["q1.train_step_one_step", "q1.logs_running_mean", "q1.test_step_exact",
+          "q3.test_accuracy"]
+ALL_CHECKS = set(PUBLIC) | set(HIDDEN)
+
+
+def not_written(function):
+    return f"`{function}` is not written yet: it still raises NotImplementedError"
+
+
+# notebook -> (status, {check id that fails: text its message must contain})
+EXPECTED = {
+    "reference": (Status.OK, {}),
+    # A loss function instead of compute_loss, and optimizer.apply instead of apply_gradients.
+    "alt_loss_function_apply": (Status.OK, {}),
+    # Layers created in __init__ with call(): same weights in the same order.
+    "alt_subclassed_layers": (Status.OK, {}),
+    # Keras 3 tracks metrics assigned as attributes (self.loss_tracker = ...) by itself: the
+    # default `metrics` property already lists them and reset_metrics() resets them, so
+    # leaving the property out changes nothing a check can see.
+    "alt_no_metrics_property": (Status.OK, {}),
+    # BatchNormalization runs in inference mode while training: different loss and
+    # gradients, moving averages never updated. It still trains to 0.90, inside the band.
+    "mistake_training_flag_missing": (Status.OK, {
+        "q1.train_step_updates_weights": "the BatchNormalization moving mean and variance did "
+                                         "not change; expected them to be updated, which "
+                                         "happens only in training mode",
+        "q1.train_step_one_step": "`logs['loss'] of train_step` differs",
+        "q1.logs_running_mean": "`logs['loss'] of the second train_step` differs",
+    }),
+    "mistake_no_apply_gradients": (Status.OK, {
+        "q1.train_step_updates_weights": "After one train_step these weights did not change: "
+                                         "Dense(64) kernel, Dense(64) bias",
+        "q3.model_trained": "expected one value per epoch (EPOCHS of them), going down",
+        "q1.train_step_one_step": "`Dense(64) kernel after one train_step` differs",
+        "q1.logs_running_mean": "`logs['loss'] of the second train_step` differs",
+        "q3.test_accuracy": "The held-out accuracy of your trained model is",
+    }),
+    # Returning this batch's loss: identical after one step, wrong as a running mean.
+    "mistake_logs_batch_loss": (Status.OK, {
+        "q1.logs_running_mean": "Hint: Return each tracker's result() (the running mean since "
+                                "the last reset), not this batch's loss",
+    }),
+    "mistake_test_step_training_true": (Status.OK, {
+        "q1.test_step_changes_nothing": "test_step changed 2 of the model's 8 weight arrays; "
+                                        "expected none to change",
+        "q1.test_step_exact": "`logs['loss'] of test_step` differs",
+    }),
+    "unanswered": (Status.ERROR, {
+        "q1.train_step_updates_weights": "is not written yet: it still raises "
+                                         "NotImplementedError",
+        "q1.test_step_changes_nothing": "is not written yet: it still raises "
+                                        "NotImplementedError",
+        "q2.architecture": not_written("build_model"),
+        "q3.model_trained": "No variable `model` in your notebook",
+        "q1.train_step_one_step": "is not written yet: it still raises NotImplementedError",
+        "q1.logs_running_mean": "is not written yet: it still raises NotImplementedError",
+        "q1.test_step_exact": "is not written yet: it still raises NotImplementedError",
+        "q3.test_accuracy": "No variable `model` in your notebook",
+    }),
+}
+
+
+def notebook_path(name):
+    return REFERENCE if name == "reference" else FIXTURES / f"{name}.ipynb"
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from grader import data
+    from grader.executor import GradeOptions, grade_submission
+
+    assignment = load_assignment(NAME, REPO)
+    data.prepare(assignment.datasets)  # once, before two threads would race to write the cache
+    options = GradeOptions(sandbox=sandbox_mode(),
+                           scratch_root=tmp_path_factory.mktemp(f"{NAME}-scratch"))
+
+    def grade(name):
+        return name, grade_submission(notebook_path(name), assignment, options, student_id=name)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(grade, EXPECTED))
+
+
+def test_fixtures_are_in_sync_with_the_reference():
+    """The committed fixtures are what make_fixtures.py generates from the reference now."""
+    spec = importlib.util.spec_from_file_location(f"_make_{NAME}_fixtures",
+                                                  FIXTURES / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = nbformat.read(str(REFERENCE), as_version=4)
+    generated = {name: module.edited(reference, edits) for name, edits in module.FIXTURES.items()}
+    generated["unanswered"] = module.unanswered(reference)
+    assert set(generated) == set(EXPECTED) - {"reference"}
+    for name, notebook in generated.items():
+        committed = nbformat.read(str(FIXTURES / f"{name}.ipynb"), as_version=4)
+        assert [c.source for c in committed.cells] == [c.source for c in notebook.cells], name
+
+
+def test_checks_are_the_ones_these_tests_know():
+    assignment = load_assignment(NAME, REPO)
+    assert [c.id for c in assignment.checks() if not c.hidden] == PUBLIC
+    assert [c.id for c in assignment.checks() if c.hidden] == HIDDEN
+    assert sum(c.points for c in assignment.checks()) == 11
+    assert all(c.hint for c in assignment.checks() if c.hidden)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_notebook_loses_exactly_the_expected_checks(graded, name):
+    result = graded[name]
+    status, failing = EXPECTED[name]
+    grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
+    assert not grader_errors, grader_errors
+    assert {c.id for c in result.checks} == ALL_CHECKS
+    assert result.status == status, result.message
+    failed = {c.id: c.message for c in result.checks if not c.passed}
+    assert set(failed) == set(failing), failed
+    for check_id, text in failing.items():
+        assert text in failed[check_id], (check_id, failed[check_id])
+    lost = sum(c.points for c in result.checks if not c.passed)
+    assert result.score == pytest.approx(result.max_score - lost)
+
+
+@pytest.mark.slow
+def test_reference_gets_full_marks_and_runs_fast(graded):
+    result = graded["reference"]
+    assert result.status == Status.OK, result.message
+    assert result.score == result.max_score == 11
+    accuracy = next(c.metric for c in result.checks if c.id == "q3.test_accuracy")
+    assert accuracy["value"] >= accuracy["low"]
+    assert result.timings["cells"] < 60, result.timings
+
+
+@pytest.mark.slow
+def test_failed_accuracy_reports_the_metric(graded):
+    check = next(c for c in graded["mistake_no_apply_gradients"].checks
+                 if c.id == "q3.test_accuracy")
+    assert check.metric["value"] < 0.5 < check.metric["low"]
+    assert "Hint: Train model = build_model()" in check.message

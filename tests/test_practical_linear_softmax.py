@@ -1,0 +1,171 @@
+"""The linear_softmax practical: the reference and the fixture submissions, graded by the real engine.
+
+Every notebook is graded once (module-scoped fixture, two at a time) with the default
+seed; the tests then assert the exact set of checks each one loses and the text of the
+failure messages. The fixtures are generated from the reference notebook by
+``tests/fixtures/submissions/linear_softmax/make_fixtures.py``; a fast test keeps them in sync.
+"""
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import nbformat
+import pytest
+
+from grader.assignment import load_assignment
+from grader.results import Status
+
+from conftest import REPO, sandbox_mode
+
+NAME = "linear_softmax"
+FIXTURES = REPO / "tests" / "fixtures" / "submissions" / NAME
+REFERENCE = REPO / "reference" / NAME / f"{NAME}.ipynb"
+
+PUBLIC = ["q1.data_prepared", "q2.softmax_known_values", "q3.forward_uses_bias",
+          "q4.cross_entropy_known_value", "q5.train_step_updates_in_place",
+          "q6.parameters_defined"]
+HIDDEN = ["q2.softmax_hidden_logits", "q2.softmax_large_logits", "q3.forward_hidden_inputs",
+          "q4.cross_entropy_hidden_inputs", "q5.train_step_one_step", "q6.test_accuracy"]
+ALL_CHECKS = set(PUBLIC) | set(HIDDEN)
+LOW_ACCURACY = "The held-out accuracy of your trained W, b is"
+
+
+def not_written(function):
+    return f"`{function}` is not written yet: it still raises NotImplementedError"
+
+
+# notebook -> (status, {check id that fails: text its message must contain})
+EXPECTED = {
+    "reference": (Status.OK, {}),
+    "alt_tf_nn_softmax": (Status.OK, {}),
+    "alt_tf_data_assign": (Status.OK, {}),
+    # Columns sum to 1 instead of rows: everything downstream of softmax is wrong, and the
+    # model still trains to 0.71 (below the band's 0.80). cross_entropy alone is intact.
+    "mistake_softmax_wrong_axis": (Status.OK, {
+        "q2.softmax_known_values": "`softmax(logits).sum(axis=1)` differs from the expected "
+                                   "values",
+        "q3.forward_uses_bias": "`forward(zeros((3, 784)), zeros((784, 10)), b) with b[0] = "
+                                "ln 2` differs",
+        "q5.train_step_updates_in_place": "found 1.38629, expected 2.30259",
+        "q2.softmax_hidden_logits": "Hint: softmax must normalise each row (axis=-1)",
+        "q2.softmax_large_logits": "`softmax(large hidden logits)` differs",
+        "q3.forward_hidden_inputs": "`forward(X, W, b)` differs",
+        "q5.train_step_one_step": "`the loss train_step returns` differs",
+        "q6.test_accuracy": LOW_ACCURACY,
+    }),
+    # exp(1000) = inf: only the large-logits check sees it; training logits stay small.
+    "mistake_softmax_unstable": (Status.OK, {
+        "q2.softmax_large_logits": "contains 34 NaN or infinite value(s); expected finite "
+                                   "numbers. Look for a log of 0, a division by 0 or an "
+                                   "overflowing exp. Hint: Subtract each row's maximum",
+    }),
+    # Trained on 0-255 pixels at learning rate 0.5, W is useless on scaled images (0.29).
+    "mistake_pixels_not_scaled": (Status.OK, {
+        "q1.data_prepared": "`X_train` has values from 0 to 255; expected pixel values scaled "
+                            "to [0, 1]. Convert to float32 and divide by 255.",
+        "q6.test_accuracy": LOW_ACCURACY,
+    }),
+    # The sum is N times the mean: the loss, the gradient step and, with steps 100 times
+    # too large in training (batches of 100), the accuracy (0.64).
+    "mistake_loss_sum_not_mean": (Status.OK, {
+        "q4.cross_entropy_known_value": "Return the MEAN over the batch (not the sum)",
+        "q5.train_step_updates_in_place": "found 9.21034, expected 2.30259",
+        "q4.cross_entropy_hidden_inputs": "Hint: Average -sum(Y_true * log(Y_pred), axis=1) "
+                                          "over the batch (the mean, not the sum).",
+        "q5.train_step_one_step": "`the loss train_step returns` differs",
+        "q6.test_accuracy": LOW_ACCURACY,
+    }),
+    "unanswered": (Status.ERROR, {
+        "q1.data_prepared": "No variable or function `X_train` in your notebook",
+        "q2.softmax_known_values": not_written("softmax"),
+        "q3.forward_uses_bias": not_written("forward"),
+        "q4.cross_entropy_known_value": not_written("cross_entropy"),
+        "q5.train_step_updates_in_place": not_written("train_step"),
+        "q6.parameters_defined": "No variable or function `W` in your notebook",
+        "q2.softmax_hidden_logits": not_written("softmax"),
+        "q2.softmax_large_logits": not_written("softmax"),
+        "q3.forward_hidden_inputs": not_written("forward"),
+        "q4.cross_entropy_hidden_inputs": not_written("cross_entropy"),
+        "q5.train_step_one_step": not_written("train_step"),
+        "q6.test_accuracy": "No variable or function `W` in your notebook",
+    }),
+}
+
+
+def notebook_path(name):
+    return REFERENCE if name == "reference" else FIXTURES / f"{name}.ipynb"
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from grader import data
+    from grader.executor import GradeOptions, grade_submission
+
+    assignment = load_assignment(NAME, REPO)
+    data.prepare(assignment.datasets)  # once, before two threads would race to write the cache
+    options = GradeOptions(sandbox=sandbox_mode(),
+                           scratch_root=tmp_path_factory.mktemp(f"{NAME}-scratch"))
+
+    def grade(name):
+        return name, grade_submission(notebook_path(name), assignment, options, student_id=name)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(grade, EXPECTED))
+
+
+def test_fixtures_are_in_sync_with_the_reference():
+    """The committed fixtures are what make_fixtures.py generates from the reference now."""
+    spec = importlib.util.spec_from_file_location(f"_make_{NAME}_fixtures",
+                                                  FIXTURES / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = nbformat.read(str(REFERENCE), as_version=4)
+    generated = {name: module.edited(reference, edits) for name, edits in module.FIXTURES.items()}
+    generated["unanswered"] = module.unanswered(reference)
+    assert set(generated) == set(EXPECTED) - {"reference"}
+    for name, notebook in generated.items():
+        committed = nbformat.read(str(FIXTURES / f"{name}.ipynb"), as_version=4)
+        assert [c.source for c in committed.cells] == [c.source for c in notebook.cells], name
+
+
+def test_checks_are_the_ones_these_tests_know():
+    assignment = load_assignment(NAME, REPO)
+    assert [c.id for c in assignment.checks() if not c.hidden] == PUBLIC
+    assert [c.id for c in assignment.checks() if c.hidden] == HIDDEN
+    assert sum(c.points for c in assignment.checks()) == 15
+    assert all(c.hint for c in assignment.checks() if c.hidden)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_notebook_loses_exactly_the_expected_checks(graded, name):
+    result = graded[name]
+    status, failing = EXPECTED[name]
+    grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
+    assert not grader_errors, grader_errors
+    assert {c.id for c in result.checks} == ALL_CHECKS
+    assert result.status == status, result.message
+    failed = {c.id: c.message for c in result.checks if not c.passed}
+    assert set(failed) == set(failing), failed
+    for check_id, text in failing.items():
+        assert text in failed[check_id], (check_id, failed[check_id])
+    lost = sum(c.points for c in result.checks if not c.passed)
+    assert result.score == pytest.approx(result.max_score - lost)
+
+
+@pytest.mark.slow
+def test_reference_gets_full_marks_and_runs_fast(graded):
+    result = graded["reference"]
+    assert result.status == Status.OK, result.message
+    assert result.score == result.max_score == 15
+    accuracy = next(c.metric for c in result.checks if c.id == "q6.test_accuracy")
+    assert accuracy["value"] >= accuracy["low"]
+    assert result.timings["cells"] < 60, result.timings
+
+
+@pytest.mark.slow
+def test_failed_accuracy_reports_the_metric(graded):
+    check = next(c for c in graded["mistake_pixels_not_scaled"].checks
+                 if c.id == "q6.test_accuracy")
+    assert check.metric["value"] < 0.5 < check.metric["low"]
+    assert "Hint: Train W and b (zeros at the start)" in check.message

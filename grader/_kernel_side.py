@@ -128,8 +128,9 @@ def describe_model(model):
         except Exception:
             pass
         activation = config.get("activation")
-        if isinstance(activation, dict):
-            activation = activation.get("config", {}).get("name", str(activation))
+        if isinstance(activation, dict):  # a serialised activation; tf.nn.softmax gives a str
+            inner = activation.get("config", {})
+            activation = inner if isinstance(inner, str) else inner.get("name", str(activation))
         entry = {
             "class": type(layer).__name__,
             "name": layer.name,
@@ -146,10 +147,10 @@ def describe_model(model):
             entry["output_shape"] = None
         layers.append(entry)
     description = {"class": type(model).__name__, "layers": layers}
-    try:
-        description["output_shape"] = list(model.output.shape)
+    try:  # model.output raises on a Sequential that was never called; outputs[0] does not
+        description["output_shape"] = list(model.outputs[0].shape)
     except Exception:
-        description["output_shape"] = None
+        description["output_shape"] = layers[-1]["output_shape"] if layers else None
     try:
         description["input_shape"] = list(model.inputs[0].shape)
     except Exception:

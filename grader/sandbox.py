@@ -45,6 +45,7 @@ import psutil
 from .errors import SandboxUnavailable
 
 SANDBOX_HOME = "/home/student"
+SANDBOX_SITE = Path(__file__).resolve().parent / "sandbox_site"  # sitecustomize for kernels
 SANDBOX_WORK = f"{SANDBOX_HOME}/work"
 # Files of /etc a Python kernel needs; the rest of /etc stays hidden.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
@@ -128,7 +129,8 @@ class SandboxSpec:
                  "--bind", str(self.io_dir), str(self.io_dir)]
         # The grader package itself (no expected values live in it), so that a notebook's
         # `from grader import check` imports; check() is a no-op while graded.
-        args += ["--ro-bind", str(Path(__file__).resolve().parent), "/opt/grader/grader"]
+        args += ["--ro-bind", str(Path(__file__).resolve().parent), "/opt/grader/grader",
+                 "--ro-bind", str(SANDBOX_SITE), "/opt/grader-site"]
         for host, inside in self.data_mounts:
             target = inside.replace("~", SANDBOX_HOME, 1).replace("./", SANDBOX_WORK + "/", 1)
             args += ["--ro-bind", str(host), target]
@@ -156,8 +158,9 @@ class SandboxSpec:
         for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TZ"):
             if name in os.environ:
                 env[name] = os.environ[name]
-        if self.mode == "bubblewrap":
-            env["PYTHONPATH"] = "/opt/grader"
+        # sitecustomize there makes keras.datasets.mnist.load_data() read the offline sample.
+        env["PYTHONPATH"] = ("/opt/grader:/opt/grader-site" if self.mode == "bubblewrap"
+                             else str(SANDBOX_SITE))
         env.update(self.extra_env)
         return env
 

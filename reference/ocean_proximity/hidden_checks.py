@@ -1,0 +1,172 @@
+"""Hidden checks of the ocean_proximity practical (never shipped, never in the sandbox).
+
+* ``q3.preprocess_uses_train_statistics``: the student's ``preprocess`` applied to 14
+  synthetic districts (3 with a missing ``total_bedrooms``) must give the values of median
+  imputation + standard scaling fitted on the training split (``expected.npz``, written by
+  make_expected.py). The message says when the values match statistics fitted on the test
+  split, on all the data, on train + dev or on the dev split instead.
+* ``q5.test_accuracy``: the grader reads the test districts and their labels from
+  housing.csv itself, has the kernel run ``model.predict(preprocess(rows))`` and computes
+  the accuracy here, against the calibrated band. It uses the 3,921 test districts with
+  no missing value: imputation is graded by q3 alone (a notebook that forgets it would
+  otherwise lose points here too, by an amount that depends on how its network happens
+  to map NaN inputs).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from grader import data
+from grader.checks import check
+from grader.compare import as_array, assert_in_band
+from grader.errors import CheckFailed
+
+COLUMNS = ["longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
+           "population", "households", "median_income", "median_house_value"]
+LABEL_MAPPING = {"<1H OCEAN": 0, "INLAND": 1, "ISLAND": 2, "NEAR BAY": 3, "NEAR OCEAN": 4}
+BEDROOMS = COLUMNS.index("total_bedrooms")
+
+# ddof=1 (pandas' default) instead of StandardScaler's ddof=0 changes a value by
+# |z| * 3.8e-5 here; statistics fitted on anything but the training split change some
+# values by 0.03 or more.
+RTOL, ATOL = 1e-3, 1e-3
+
+WRONG_FITS = {
+    "test": "statistics fitted on the TEST split",
+    "all": "statistics fitted on ALL the data (train + dev + test)",
+    "train_full": "statistics fitted on the training and development sets together",
+    "dev": "statistics fitted on the DEVELOPMENT split",
+}
+
+_PREPROCESS = """
+import numpy as _np
+import pandas as _pd
+_frame = _pd.DataFrame(_np.array(rows, dtype=float), columns=list(columns))
+result = _np.asarray(ns["preprocess"](_frame), dtype=float)
+"""
+
+_PREDICT = """
+import numpy as _np
+import pandas as _pd
+_frame = _pd.DataFrame(_np.array(rows, dtype=float), columns=list(columns))
+_inputs = _np.asarray(ns["preprocess"](_frame), dtype="float32")
+result = _np.asarray(ns["model"].predict(_inputs, verbose=0))
+"""
+
+
+def _require(student, *names: str) -> None:
+    defined = student.names()
+    missing = [name for name in names if name not in defined]
+    if missing:
+        raise CheckFailed(
+            f"No {', '.join(f'`{m}`' for m in missing)} in your notebook; expected "
+            f"{', '.join(f'`{n}`' for n in names)} to be defined. Define them exactly as the "
+            "notebook asks and run every cell from the top.")
+
+
+def _close(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.abs(found - expected) <= ATOL + RTOL * np.abs(expected)
+
+
+@check("q3.preprocess_uses_train_statistics", points=2, hidden=True,
+       hint="preprocess(frame) must fill missing values with the TRAINING medians and "
+            "standardise with the TRAINING means and standard deviations, for any new rows.")
+def check_preprocess_uses_train_statistics(student, expected):
+    """preprocess() imputes and scales unseen districts with training-set statistics."""
+    _require(student, "preprocess")
+    rows = expected.array("preprocess_rows")
+    target = expected.array("preprocess_expected")
+    found = as_array(student.evaluate(_PREPROCESS, rows=rows, columns=COLUMNS,
+                                      what="preprocess(frame)"), "preprocess(frame)")
+    n = len(rows)
+    if found.shape != target.shape:
+        raise CheckFailed(
+            f"preprocess(frame) returned shape {tuple(found.shape)} for a DataFrame of {n} "
+            f"districts with the 9 numeric columns; expected {target.shape}. Return one row "
+            "per district and one column per numeric column, in the order of NUMERIC_COLUMNS.")
+    missing_rows = np.isnan(rows[:, BEDROOMS])
+    bad = ~np.isfinite(found)
+    if bad.any():
+        where = (", all for the districts whose total_bedrooms is missing,"
+                 if not bad[~missing_rows].any() else "")
+        raise CheckFailed(
+            f"preprocess(frame) returned {int(bad.sum())} NaN or infinite value(s){where} for "
+            f"{n} new districts; expected finite numbers. Fill in missing values with the "
+            "training-set medians inside preprocess, before scaling.")
+    close = _close(found, target)
+    if close.all():
+        return None
+    # Only total_bedrooms has missing values, so the other 8 columns show where the scaler's
+    # statistics came from, whatever the imputer did.
+    others = [j for j in range(len(COLUMNS)) if j != BEDROOMS]
+    for split, description in WRONG_FITS.items():
+        variant = expected.array(f"preprocess_if_fitted_on_{split}")
+        if _close(found[:, others], variant[:, others]).all():
+            raise CheckFailed(
+                f"preprocess(frame) scales new districts with {description}; "
+                "expected statistics fitted on the TRAINING split only. Fit the imputer and the "
+                "scaler (or compute the medians, means and standard deviations) on "
+                "train_features alone, then use them to transform every split: fitting on "
+                "data you evaluate on leaks it into training.")
+    imputed = np.zeros_like(close)
+    imputed[missing_rows, BEDROOMS] = True  # the values imputation produces
+    if not close[~imputed].all():
+        raise CheckFailed(
+            f"preprocess(frame) differs from imputation and scaling fitted on the training "
+            f"split for {int((~close).sum())} of {close.size} values of {n} new districts "
+            f"(rtol={RTOL:g}, atol={ATOL:g}). Standardise each column with the training-set "
+            "mean and standard deviation, keep the columns in the order of NUMERIC_COLUMNS, "
+            "and do not fit anything on the rows passed to preprocess.")
+    raise CheckFailed(
+        f"preprocess(frame) standardises correctly, but the value it fills in for a missing "
+        f"total_bedrooms is wrong ({int((~close[missing_rows, BEDROOMS]).sum())} of {int(missing_rows.sum())} "
+        "districts with a missing value); expected the training-set MEDIAN of total_bedrooms, "
+        "then scaled like any other value. Use SimpleImputer(strategy='median') fitted on "
+        "train_features, or fillna(train_features.median()).")
+
+
+@lru_cache(maxsize=1)
+def _test_districts(test_index: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The test districts without missing values (features, labels), read from housing.csv."""
+    housing = pd.read_csv(data.housing_csv())
+    test = housing.iloc[list(test_index)]
+    test = test[test[COLUMNS].notna().all(axis=1)]
+    labels = test["ocean_proximity"].map(LABEL_MAPPING).to_numpy(dtype=np.int64)
+    return test[COLUMNS].to_numpy(dtype=np.float64), labels
+
+
+@check("q5.test_accuracy", points=3, hidden=True, timeout=120.0,
+       hint="Train model = build_model() on X_train, y_train for enough epochs that the "
+            "development accuracy reaches about 0.9; keep preprocess and the labels of Q1.")
+def check_test_accuracy(student, expected):
+    """The trained `model` classifies the test districts (through preprocess) accurately."""
+    _require(student, "model", "preprocess")
+    rows, labels = _test_districts(tuple(int(i) for i in expected.array("test_index")))
+    predictions = as_array(student.evaluate(_PREDICT, rows=rows, columns=COLUMNS,
+                                            what="model.predict(preprocess(frame))"),
+                           "model.predict(preprocess(frame))")
+    n = len(labels)
+    if predictions.ndim != 2 or predictions.shape[0] != n or predictions.shape[1] < 2:
+        raise CheckFailed(
+            f"model.predict(preprocess(frame)) returned shape {tuple(predictions.shape)} for "
+            f"{n} test districts; expected ({n}, 5): one score per class. Train the model "
+            "of build_model() and keep preprocess as in Q3.")
+    bad_rows = ~np.isfinite(predictions).all(axis=1)
+    if bad_rows.any():
+        raise CheckFailed(
+            f"model.predict(preprocess(frame)) returned NaN or infinite scores for "
+            f"{int(bad_rows.sum())} of {n} test districts, so the model cannot classify them; "
+            "expected finite scores for every district. Check that preprocess returns finite "
+            "numbers for complete districts and that training did not diverge (a loss of "
+            "nan).")
+    accuracy = float(np.mean(predictions.argmax(axis=1) == labels))
+    return assert_in_band(
+        accuracy, expected.band("test_accuracy"),
+        what=f"The accuracy of your model on the {n} complete test districts",
+        fix="Train longer or with a larger learning rate, check that X_train and y_train line "
+            "up, and use the label mapping of Q1.")

@@ -1,0 +1,275 @@
+"""The ocean_proximity practical: the reference and the fixture submissions, graded by the
+real engine, plus fast in-process tests of the preprocessing checks.
+
+Every notebook is graded once (module-scoped fixture, two at a time) with the default
+seed; the tests then assert the exact set of checks each one loses and the text of the
+failure messages. The fixtures are generated from the reference notebook by
+``tests/fixtures/submissions/ocean_proximity/make_fixtures.py``; a fast test keeps them in
+sync. Everything that needs housing.csv skips, saying why, when it is not in ``shared/data``
+beside the repository (or in ``$GRADER_DATA``).
+"""
+
+import importlib.util
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from grader.assignment import load_assignment
+from grader.checks import run_checks
+from grader.probe import InProcessTransport, Student
+from grader.results import Status
+
+from conftest import REPO, SHARED_DATA, sandbox_mode
+
+NAME = "ocean_proximity"
+FIXTURES = REPO / "tests" / "fixtures" / "submissions" / NAME
+REFERENCE = REPO / "reference" / NAME / f"{NAME}.ipynb"
+
+
+def _data_dir() -> Path | None:
+    for folder in (os.environ.get("GRADER_DATA"), SHARED_DATA):
+        if folder and (Path(folder) / "housing.csv").is_file():
+            return Path(folder)
+    return None
+
+
+DATA_DIR = _data_dir()
+needs_housing = pytest.mark.skipif(
+    DATA_DIR is None,
+    reason=f"housing.csv is not in {SHARED_DATA} nor in $GRADER_DATA: download it from "
+           "https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/"
+           "housing.csv into shared/data beside the repository")
+
+PUBLIC_CHECKS = {
+    "q1.label_mapping", "q1.labels_encoded", "q2.split_sizes", "q2.split_random_state",
+    "q3.no_missing_values", "q3.train_standardized", "q4.five_outputs",
+    "q4.softmax_or_logits_loss",
+}
+HIDDEN_CHECKS = {"q3.preprocess_uses_train_statistics", "q5.test_accuracy"}
+ALL_CHECKS = PUBLIC_CHECKS | HIDDEN_CHECKS
+MAX_SCORE = 13
+NOT_WRITTEN = "`build_model` is not written yet: it still raises NotImplementedError"
+NOT_STANDARDISED = "X_train is not standardised with its own statistics"
+
+# notebook -> (status, {check id that fails: text its message must contain})
+EXPECTED = {
+    "reference": (Status.OK, {}),
+    "alt_pandas_by_hand": (Status.OK, {}),  # pandas medians/means/stds, std with ddof=1
+    "alt_functional_api": (Status.OK, {}),  # functional API, 128/32 units, sklearn Pipeline
+    "alt_from_logits": (Status.OK, {}),  # linear outputs + from_logits=True, 3 hidden layers
+    # The model still trains well on slightly mis-scaled inputs: the preprocessing checks
+    # catch it, and the hidden one says where the statistics came from.
+    "mistake_scaler_fitted_on_test": (Status.OK, {
+        "q3.train_standardized": NOT_STANDARDISED,
+        "q3.preprocess_uses_train_statistics":
+            "preprocess(frame) scales new districts with statistics fitted on the TEST split; "
+            "expected statistics fitted on the TRAINING split only",
+    }),
+    "mistake_scaler_fitted_on_all_data": (Status.OK, {
+        "q3.train_standardized": NOT_STANDARDISED,
+        "q3.preprocess_uses_train_statistics":
+            "scales new districts with statistics fitted on ALL the data (train + dev + test)",
+    }),
+    # With this split all 207 missing total_bedrooms are test districts: training is clean,
+    # and ReLU maps the NaN rows to finite scores, so the accuracy (0.89) stays in the band.
+    "mistake_missing_values_not_imputed": (Status.OK, {
+        "q3.no_missing_values": "`X_test` contains 207 NaN or infinite value(s) (in column(s) "
+                                "total_bedrooms); expected none",
+        "q3.preprocess_uses_train_statistics":
+            "returned 3 NaN or infinite value(s), all for the districts whose total_bedrooms "
+            "is missing",
+    }),
+    "mistake_wrong_output_units": (Status.OK, {
+        "q4.five_outputs": "output shape is (None, 10); expected (None, 5)",
+    }),
+    # value_counts() order swaps ISLAND (2) and NEAR OCEAN (4): the model predicts NEAR
+    # OCEAN districts as class 2, about 0.81 accuracy against the grader's labels.
+    "mistake_wrong_label_mapping": (Status.OK, {
+        "q1.label_mapping": "'ISLAND': 4 (expected 2); 'NEAR OCEAN': 2 (expected 4)",
+        "q1.labels_encoded": "`labels` has [9136, 6551, 2658, 2290, 5] rows of classes 0-4; "
+                             "expected [9136, 6551, 5, 2290, 2658]",
+        "q5.test_accuracy": "The accuracy of your model on the 3921 complete test districts is 0.8",
+    }),
+    "unanswered": (Status.ERROR, {
+        "q1.label_mapping": "No `label_mapping` in your notebook",
+        "q1.labels_encoded": "No `labels` in your notebook",
+        "q2.split_sizes": "No `train_features`, `dev_features`, `test_features`, `y_train`, "
+                          "`y_dev`, `y_test` in your notebook",
+        "q2.split_random_state": "No `train_features`",
+        "q3.no_missing_values": "No `X_train`, `X_dev`, `X_test` in your notebook",
+        "q3.train_standardized": "No `X_train` in your notebook",
+        "q4.five_outputs": NOT_WRITTEN,
+        "q4.softmax_or_logits_loss": NOT_WRITTEN,
+        "q3.preprocess_uses_train_statistics": "No `preprocess` in your notebook",
+        "q5.test_accuracy": "No `model`, `preprocess` in your notebook",
+    }),
+}
+
+
+def notebook_path(name):
+    return REFERENCE if name == "reference" else FIXTURES / f"{name}.ipynb"
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- fast -------------------------------------------------------------------------------------
+def test_fixtures_are_in_sync_with_the_reference():
+    """The committed fixtures are what make_fixtures.py generates from the reference now."""
+    module = load_module(FIXTURES / "make_fixtures.py", f"_make_{NAME}_fixtures")
+    reference = nbformat.read(str(REFERENCE), as_version=4)
+    generated = {name: module.edited(reference, edits) for name, edits in module.FIXTURES.items()}
+    generated["unanswered"] = module.unanswered(reference)
+    assert set(generated) == set(EXPECTED) - {"reference"}
+    for name, notebook in generated.items():
+        committed = nbformat.read(str(FIXTURES / f"{name}.ipynb"), as_version=4)
+        assert [c.source for c in committed.cells] == [c.source for c in notebook.cells], name
+
+
+def test_checks_are_the_ones_these_tests_know():
+    assignment = load_assignment(NAME, REPO)
+    assert {c.id for c in assignment.checks()} == ALL_CHECKS
+    assert {c.id for c in assignment.checks() if c.hidden} == HIDDEN_CHECKS
+    assert sum(c.points for c in assignment.checks()) == MAX_SCORE
+    assert all(c.hint for c in assignment.checks() if c.hidden)
+    band = assignment.expected.band("test_accuracy")
+    assert 0.5 < band.low < min(band.reference_values)
+
+
+@needs_housing
+def test_expected_files_are_what_make_expected_writes():
+    """expected.npz matches what make_expected.py computes from housing.csv now."""
+    module = load_module(REPO / "reference" / NAME / "make_expected.py", f"_make_{NAME}_expected")
+    arrays, values = module.expected_arrays(module.load(DATA_DIR))
+    expected = load_assignment(NAME, REPO).expected
+    for key, array in arrays.items():
+        np.testing.assert_allclose(expected.array(key), array, rtol=1e-12, atol=0,
+                                   err_msg=key, equal_nan=True)
+    for key, value in values.items():
+        assert expected.value(key) == value, key
+    assert len(arrays["test_index"]) == 4128
+    assert np.isnan(arrays["preprocess_rows"]).sum() == 3
+
+
+# In-process, without TensorFlow: namespaces holding only a `preprocess`, built from
+# pandas statistics of one split, run through the hidden preprocessing check.
+def _preprocess_namespace(fit_on: str, *, ddof: int = 0, fill: str = "median",
+                          impute_first: bool = True) -> dict:
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    from grader.data import housing_csv
+
+    housing = pd.read_csv(housing_csv(DATA_DIR))
+    features = housing.drop(columns="ocean_proximity")
+    train_full, test = train_test_split(features, test_size=0.2, random_state=42)
+    train, dev = train_test_split(train_full, test_size=0.2, random_state=42)
+    fitted = {"train": train, "dev": dev, "test": test, "all": features,
+              "train_full": train_full}[fit_on]
+    fills = getattr(fitted, fill)()
+    source = fitted.fillna(fills) if impute_first else fitted
+    means, stds = source.mean(), source.std(ddof=ddof)
+
+    def preprocess(frame):
+        return ((frame.fillna(fills) - means) / stds).to_numpy()
+
+    return {"preprocess": preprocess}
+
+
+def _run_preprocess_check(namespace, tmp_path):
+    assignment = load_assignment(NAME, REPO)
+    check = next(c for c in assignment.checks() if c.id == "q3.preprocess_uses_train_statistics")
+    student = Student(InProcessTransport(namespace), tmp_path)
+    (result,) = run_checks([check], student, assignment.expected)
+    return result
+
+
+@needs_housing
+@pytest.mark.parametrize("variant", [
+    dict(), dict(ddof=1), dict(impute_first=False), dict(ddof=1, impute_first=False)])
+def test_preprocess_check_accepts_train_statistics(tmp_path, variant):
+    result = _run_preprocess_check(_preprocess_namespace("train", **variant), tmp_path)
+    assert result.passed, result.message
+
+
+@needs_housing
+@pytest.mark.parametrize("fit_on, text", [
+    ("test", "statistics fitted on the TEST split"),
+    ("all", "statistics fitted on ALL the data"),
+    ("train_full", "statistics fitted on the training and development sets together"),
+    ("dev", "statistics fitted on the DEVELOPMENT split"),
+])
+def test_preprocess_check_names_the_split_the_statistics_came_from(tmp_path, fit_on, text):
+    result = _run_preprocess_check(_preprocess_namespace(fit_on), tmp_path)
+    assert not result.passed
+    assert f"preprocess(frame) scales new districts with {text}" in result.message
+    assert "Hint: preprocess(frame) must fill missing values with the TRAINING medians" \
+        in result.message
+
+
+@needs_housing
+def test_preprocess_check_catches_mean_imputation(tmp_path):
+    result = _run_preprocess_check(_preprocess_namespace("train", fill="mean"), tmp_path)
+    assert not result.passed
+    assert "the value it fills in for a missing total_bedrooms is wrong (3 of 3" in result.message
+
+
+# -- slow: the real engine ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    if DATA_DIR is None:
+        pytest.skip("housing.csv is not available (see needs_housing)")
+    from grader.executor import GradeOptions, grade_submission
+
+    assignment = load_assignment(NAME, REPO)
+    options = GradeOptions(sandbox=sandbox_mode(), data_dir=DATA_DIR,
+                           scratch_root=tmp_path_factory.mktemp(f"{NAME}-scratch"))
+
+    def grade(name):
+        return name, grade_submission(notebook_path(name), assignment, options, student_id=name)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(grade, EXPECTED))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_notebook_loses_exactly_the_expected_checks(graded, name):
+    result = graded[name]
+    status, failing = EXPECTED[name]
+    grader_errors = [c.id for c in result.checks if "Grader error" in c.message]
+    assert not grader_errors, [c.message for c in result.checks if c.id in grader_errors]
+    assert {c.id for c in result.checks} == ALL_CHECKS
+    assert result.status == status, result.message
+    failed = {c.id: c.message for c in result.checks if not c.passed}
+    assert set(failed) == set(failing), failed
+    for check_id, text in failing.items():
+        assert text in failed[check_id], (check_id, failed[check_id])
+    lost = sum(c.points for c in result.checks if not c.passed)
+    assert result.score == pytest.approx(result.max_score - lost)
+
+
+@pytest.mark.slow
+def test_reference_gets_full_marks_and_runs_fast(graded):
+    result = graded["reference"]
+    assert result.status == Status.OK, result.message
+    assert result.score == result.max_score == MAX_SCORE
+    accuracy = next(c.metric for c in result.checks if c.id == "q5.test_accuracy")
+    assert accuracy["value"] >= accuracy["low"]
+    assert result.timings["cells"] < 60, result.timings
+
+
+@pytest.mark.slow
+def test_failed_accuracy_reports_the_metric(graded):
+    check = next(c for c in graded["mistake_wrong_label_mapping"].checks
+                 if c.id == "q5.test_accuracy")
+    assert check.metric["value"] < check.metric["low"]
+    assert "Hint: Train model = build_model() on X_train, y_train" in check.message

@@ -189,6 +189,9 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
         result = asyncio.run(_execute_and_check(notebook, notebook_path, with_folder, assignment,
                                                 options, mode, datasets, scratch, base))
     finally:
+        io_link = scratch / "io"
+        if io_link.is_symlink():
+            shutil.rmtree(io_link.resolve(), ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     message = " ".join([result.message, *notes]).strip()
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
@@ -213,8 +216,10 @@ def cache_key(raw: bytes, assignment: Assignment) -> str:
 def _prepare_scratch(notebook_path: Path, with_folder: bool, scratch: Path, mode: str,
                      datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
     work, io_dir, home = scratch / "work", scratch / "io", scratch / "home"
-    for folder in (work, io_dir, home):
+    for folder in (work, home):
         folder.mkdir()
+    io_dir.symlink_to(_short_io_dir(), target_is_directory=True)
+    io_dir = io_dir.resolve()
     _copy_submission(notebook_path, with_folder, work)
     mounts = []
     if "mnist" in datasets:
@@ -228,6 +233,20 @@ def _prepare_scratch(notebook_path: Path, with_folder: bool, scratch: Path, mode
                 shutil.copytree(host, target, ignore=shutil.ignore_patterns("*.partial*"))
         mounts = []
     return work, io_dir, tuple(mounts)
+
+
+# A Unix socket path holds at most 107 bytes; kernel sockets are named "<io>/kernel-<n>".
+MAX_IO_DIR_CHARS = 90
+
+
+def _short_io_dir() -> Path:
+    """A folder for the kernel's IPC sockets and probes with a path short enough for them:
+    under the grader's cache, else the system tmp (OUT may be nested deep)."""
+    for parent in (data.cache_root() / "io", Path(tempfile.gettempdir())):
+        if len(str(parent)) + 20 <= MAX_IO_DIR_CHARS:
+            parent.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="io-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix="gio-", dir="/tmp"))
 
 
 def _copy_submission(notebook_path: Path, with_folder: bool, work: Path) -> None:

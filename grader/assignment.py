@@ -17,6 +17,8 @@ A course directory holds::
     version = "1"                      # bump when the checks change meaning
     notebook = "mlp.ipynb"
     datasets = ["mnist"]               # what the sandbox's read-only data cache offers
+    prepared_kernels = true            # --kernel-provider prepared may fork kernels (default)
+    heavy_modules = ["sklearn"]        # imported once per worker by that provider
     [limits]
     cell_timeout_s = 120
     notebook_timeout_s = 300
@@ -66,6 +68,8 @@ class Assignment:
     datasets: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     questions: dict[str, str] = field(default_factory=dict)
+    prepared_kernels: bool = True  # may kernels be forked from a zygote (grader.kernels)?
+    heavy_modules: tuple[str, ...] = ()  # imported once per worker, besides tensorflow & co
 
     @property
     def student_notebook(self) -> Path:
@@ -223,4 +227,6 @@ def load_assignment(name: str, course_root: Path | None = None) -> Assignment:
         datasets=tuple(settings.get("datasets", ())),
         limits=Limits(**settings.get("limits", {})),
         questions=dict(settings.get("questions", {})),
+        prepared_kernels=bool(settings.get("prepared_kernels", True)),
+        heavy_modules=tuple(settings.get("heavy_modules", ())),
     )

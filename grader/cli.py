@@ -1,6 +1,7 @@
 """The ``grader`` command line.
 
     grader run SUBMISSIONS --assignment NAME [--out DIR] [--workers N] [--device ...] [--sandbox ...]
+               [--scheduler tcp://HOST:PORT]
     grader check NOTEBOOK [--assignment NAME] [--html FILE]
     grader report OUT
     grader generate [NAME ...]         rebuild student notebooks from the reference solutions
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import enum
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -43,9 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", "-o", type=Path, default=Path("reports"))
     run.add_argument("--workers", "-j", type=int, default=None,
                      help="kernels at once (default: what the cores and memory hold)")
-    run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu")
+    run.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu",
+                     help="gpu: each kernel gets one GPU, round-robin (unverified: no GPU was "
+                     "available to test it); auto: gpu where nvidia-smi lists one, else cpu")
     run.add_argument("--sandbox", choices=["auto", "required", "off"], default="auto")
+    run.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                     help="grade on this Dask cluster (pip install 'tf-grader[dask]'); "
+                     "--workers, --device and --sandbox then apply on the workers")
     run.add_argument("--data-dir", type=Path, help="folder holding housing.csv")
+    run.add_argument("--kernel-provider", choices=["fresh", "prepared"], default=None,
+                     help="fresh: a new Python per kernel; prepared: kernels forked from a "
+                     "per-worker process that imported TensorFlow once (default: "
+                     "$GRADER_KERNEL_PROVIDER or fresh)")
     run.add_argument("--no-cache", action="store_true", help="execute every submission again")
     run.add_argument("--no-reports", action="store_true", help="skip the HTML pages and exports")
 
@@ -101,14 +112,17 @@ def cmd_run(args) -> ExitCode:
     from .sandbox import resolve_mode
 
     assignment = load_assignment(args.assignment, _course(args))
-    mode, warning = resolve_mode(args.sandbox)
-    if warning:
-        print(warning, file=sys.stderr)
-    device = _device(args.device)
-    options = GradeOptions(sandbox=mode if mode == "off" else args.sandbox, device=device,
-                           data_dir=args.data_dir)
+    if args.scheduler:  # the workers' bubblewrap and GPUs count, not this machine's
+        _require_distributed()
+        sandbox, device = args.sandbox, args.device
+    else:
+        mode, warning = resolve_mode(args.sandbox)
+        if warning:
+            print(warning, file=sys.stderr)
+        sandbox, device = (mode if mode == "off" else args.sandbox), _device(args.device)
+    options = GradeOptions(sandbox=sandbox, device=device, data_dir=args.data_dir)
     summary = run_batch(args.submissions, assignment, args.out, options, args.workers,
-                        use_cache=not args.no_cache)
+                        use_cache=not args.no_cache, scheduler=args.scheduler)
     if not args.no_reports:
         _write_reports(args.out)
     _print_summary(summary, args.out)
@@ -116,11 +130,16 @@ def cmd_run(args) -> ExitCode:
 
 
 def _device(requested: str) -> str:
-    if requested == "auto":
-        import shutil
+    from .devices import resolve_device
 
-        return "gpu" if shutil.which("nvidia-smi") else "cpu"
-    return requested
+    return resolve_device(requested)
+
+
+def _require_distributed() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise GraderError("--scheduler needs Dask: pip install 'tf-grader[dask]'") from None
 
 
 def _write_reports(out: Path) -> None:

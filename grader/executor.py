@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from jupyter_client.kernelspec import KernelSpec
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from . import __version__, data
+from . import __version__, data, kernels
 from .assignment import Assignment, Limits
 from .checks import run_checks
 from .errors import DataUnavailable, InvalidSubmission
@@ -59,6 +59,8 @@ class GradeOptions:
     limits: Limits | None = None  # overrides the assignment's limits (tests, --cell-timeout)
     kernel_env: tuple[tuple[str, str], ...] = ()  # extra kernel environment (GRADER_SEED, ...)
     calibrating: bool = False  # bands open: trained-quality checks report, never fail
+    # fresh | prepared (kernels forked from a per-worker zygote; see grader.kernels)
+    kernel_provider: str = field(default_factory=kernels.default_provider)
 
 
 def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
@@ -184,10 +186,13 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
                                 checks=_not_run(assignment, options, "Not run: " + message),
                                 duration_s=time.perf_counter() - started, **base)
     mode, _warning = resolve_mode(options.sandbox)
-    scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=options.scratch_root))
+    provider = kernels.provider_for(options.kernel_provider, mode, options.device,
+                                    options.gpu_devices, assignment)
+    scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=options.scratch_root)).resolve()
     try:
         result = asyncio.run(_execute_and_check(notebook, notebook_path, with_folder, assignment,
-                                                options, mode, datasets, scratch, base))
+                                                options, mode, datasets, scratch, base,
+                                                provider))
     finally:
         io_link = scratch / "io"
         if io_link.is_symlink():
@@ -267,7 +272,7 @@ def _copy_submission(notebook_path: Path, with_folder: bool, work: Path) -> None
 async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
                              assignment: Assignment, options: GradeOptions, mode: str,
                              datasets: dict[str, Path], scratch: Path,
-                             base: dict) -> SubmissionResult:
+                             base: dict, provider: str = "fresh") -> SubmissionResult:
     limits = options.limits or assignment.limits
     timings: dict[str, float] = {}
     work, io_dir, mounts = _prepare_scratch(notebook_path, with_folder, scratch, mode, datasets)
@@ -275,9 +280,14 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
                        memory_mb=limits.memory_mb, max_processes=limits.max_processes,
                        max_file_mb=limits.max_file_mb, gpu_devices=options.gpu_devices,
                        extra_env=dict(options.kernel_env))
-    km = SandboxedKernelManager(transport="ipc", ip=str(io_dir / "kernel"),
-                                connection_file=str(io_dir / "kernel.json"))
-    km.configure(spec)
+    if provider == "prepared":
+        km = kernels.prepared_kernel_manager(
+            SandboxedKernelManager, spec, assignment.heavy_modules,
+            transport="ipc", ip=str(io_dir / "kernel"), connection_file=str(io_dir / "kernel.json"))
+    else:
+        km = SandboxedKernelManager(transport="ipc", ip=str(io_dir / "kernel"),
+                                    connection_file=str(io_dir / "kernel.json"))
+        km.configure(spec)
     client = CappedNotebookClient(
         notebook, km=km, timeout=int(limits.cell_timeout_s), allow_errors=True,
         record_timing=True, interrupt_on_timeout=True, startup_timeout=60,
@@ -337,6 +347,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         cells=tuple(cells), timings={k: round(v, 3) for k, v in timings.items()},
         peak_memory_mb=round(usage.peak_rss_mb, 1) if usage else 0.0, sandbox=mode,
         device=options.device, executed_notebook=executed,
+        kernel_provider=getattr(km, "kernel_provider", "fresh"),
         **{**base, "score": score, "max_score": max_score},
     )
 

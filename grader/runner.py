@@ -30,7 +30,7 @@ from typing import Callable
 
 import psutil
 
-from . import __version__
+from . import __version__, devices
 from .assignment import Assignment, load_assignment
 from .data import cache_root
 from .discovery import Submission, discover
@@ -168,8 +168,11 @@ def _atomic_write(path: Path, text: str) -> None:
 def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options: GradeOptions,
               workers: int | None = None, *, use_cache: bool = True,
               on_result: Callable[[SubmissionResult, bool], None] | None = None,
-              progress: bool = True) -> BatchSummary:
-    """Grade every submission under ``submissions`` into ``out_dir``."""
+              progress: bool = True, scheduler: str | None = None) -> BatchSummary:
+    """Grade every submission under ``submissions`` into ``out_dir``.
+
+    ``scheduler`` (``tcp://HOST:PORT``): grade on that Dask cluster (:mod:`grader.cluster`)
+    instead of local worker processes; ``workers`` is then the cluster's business."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out_dir, use_cache)
     found = discover(submissions, out_dir / ".unpacked")
@@ -178,7 +181,8 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
     gradebook = Gradebook(out_dir / "gradebook.sqlite")
     run_id = gradebook.start_run(assignment.name, _now(), __version__,
                                  {"sandbox": options.sandbox, "device": options.device,
-                                  "workers": workers, "submissions": str(submissions)})
+                                  "workers": workers, "submissions": str(submissions),
+                                  **({"scheduler": scheduler} if scheduler else {})})
     summary = BatchSummary(total=len(found), out_dir=out_dir)
     bar = _progress_bar(len(found), progress)
 
@@ -212,7 +216,12 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
     workers = max(1, min(workers or default_workers(assignment.limits.memory_mb),
                          len(pending) or 1))
     try:
-        _grade_pending(pending, assignment, options, workers, finish)
+        if scheduler:
+            from .cluster import grade_on_cluster
+
+            grade_on_cluster(pending, assignment, options, finish, scheduler)
+        else:
+            _grade_pending(pending, assignment, options, workers, finish)
     finally:
         if bar is not None:
             bar.close()
@@ -232,6 +241,7 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
     # fork, not spawn: spawn re-imports the caller's __main__, which breaks under pytest-xdist
     # and in scripts without a main guard. The coordinator holds no locks or kernels here.
     context = multiprocessing.get_context("fork")
+    kernel_options = devices.assigner(options)  # cpu, or the next GPU round-robin
     while queue:
         in_flight: dict[Future, Submission] = {}
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
@@ -242,7 +252,7 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                         submission = queue.pop(0)
                         attempts[submission.student_id] += 1
                         in_flight[pool.submit(_grade_in_worker, course_root, assignment.name,
-                                              options, submission)] = submission
+                                              kernel_options(), submission)] = submission
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         submission = in_flight.pop(future)

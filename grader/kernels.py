@@ -1,0 +1,316 @@
+"""Kernel providers: where each submission's kernel comes from.
+
+``fresh`` (the default) starts every kernel as a new Python process inside a new
+bubblewrap sandbox (:class:`grader.executor.SandboxedKernelManager`). Every kernel then
+pays for ``import tensorflow`` (about 4 s of CPU) and a kernel start (about 0.7 s).
+
+``prepared`` (``--kernel-provider prepared``, ``GradeOptions.kernel_provider``, default
+from ``$GRADER_KERNEL_PROVIDER``) pays that once per worker process: a *zygote*
+(:mod:`grader.zygote`) runs inside a per-worker bubblewrap sandbox laid out like a
+submission's (same read-only system, same Python, the grader package, the data cache
+at staging paths, no network), imports numpy, pandas, tensorflow, keras, IPython and
+ipykernel (plus the assignment's ``heavy_modules``), and then forks one kernel per
+submission. Each forked kernel still gets a fresh, isolated sandbox:
+
+* new mount, PID, IPC, UTS and network namespaces (``unshare`` in a forked child; the
+  kernel's init is PID 1 of its own PID namespace, so killing it kills every daemon
+  and double fork of the submission);
+* its own fresh tmpfs ``/tmp``, ``/dev/shm`` and home, its own scratch copy bound at the
+  working directory, its io folder at its host path, the data cache read-only, and
+  everything else read-only, the zygote's own root and ``/dev`` included (so nothing a
+  submission writes can be seen by the next one); a new ``/proc``;
+* no capabilities at all (bounding set emptied, ``no_new_privs``), the same file-size,
+  open-files and core limits, the same environment as a fresh kernel;
+* the same :class:`~grader.sandbox.Watchdog` on its process tree and the same
+  :func:`~grader.sandbox.kill_tree` at the end.
+
+What is shared, and why that is safe. A forked kernel starts as a copy-on-write copy of
+the zygote's memory: the imported modules, exactly as a fresh kernel would have them
+after importing them itself. Nothing a kernel does reaches the zygote or another
+kernel: writes go to the kernel's private copy of each page (monkeypatching
+``numpy.allclose`` or setting ``tf.__grader_leak__`` changes the kernel's copy only;
+``tests/test_prepared_kernels.py`` checks it), and every writable file system is
+per-kernel. The zygote never runs student code, never reads a connection file (so it
+never holds another submission's key), and keeps no request after answering it.
+Differences from a fresh kernel, on purpose or unavoidable:
+
+* ``PYTHONHASHSEED``: every kernel of one zygote has the zygote's string-hash seed
+  (variables named ``PYTHON*`` in the kernel environment are given to the zygote,
+  which is restarted when they change). ``random`` and numpy's global generator are
+  reseeded from the OS in each kernel.
+* Memory: the watchdog counts resident pages, and a forked kernel's resident set
+  includes the pages it inherited, as a fresh kernel that imported the same modules
+  would. A notebook that never imports TensorFlow therefore shows a larger peak.
+* Preloaded modules cannot be shadowed by a file in the submission (a ``numpy.py``
+  beside the notebook). When the submission holds such a file or folder, that
+  submission gets a fresh kernel instead, so it fails exactly as it would have.
+
+Why forking after ``import tensorflow`` is safe here: no TensorFlow op runs in the
+zygote, so no eager context, device, session or thread pool exists when it forks;
+the only extra threads are OpenBLAS's, which OpenBLAS stops before ``fork`` and
+restarts in the child (``pthread_atfork``); zmq and asyncio objects are created by
+IPKernelApp after the fork. It is never done with a GPU context: ``--device gpu``, GPU
+devices, ``--sandbox off`` or ``prepared_kernels = false`` in ``assignment.toml``
+all give fresh kernels, and each result records the provider it got in
+``SubmissionResult.kernel_provider``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing.util
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+from jupyter_client.provisioning import LocalProvisioner
+
+from .errors import ConfigurationError, SandboxUnavailable
+from .sandbox import SANDBOX_HOME, SANDBOX_WORK, SandboxSpec, kill_tree
+
+PROVIDERS = ("fresh", "prepared")
+HEAVY_MODULES = ("numpy", "pandas", "tensorflow", "keras", "IPython", "ipykernel.kernelapp",
+                 "ipykernel.ipkernel", "ipykernel.zmqshell")
+ZYGOTE_START_TIMEOUT_S = 300.0
+SPAWN_TIMEOUT_S = 60.0
+
+
+def default_provider() -> str:
+    """``$GRADER_KERNEL_PROVIDER`` or ``fresh``."""
+    return os.environ.get("GRADER_KERNEL_PROVIDER", "") or "fresh"
+
+
+def provider_for(requested: str, mode: str, device: str, gpu_devices: tuple, assignment) -> str:
+    """The provider a submission gets: ``prepared`` only where forking is safe."""
+    if requested not in PROVIDERS:
+        raise ConfigurationError(f"unknown kernel provider {requested!r}; "
+                                 f"choose one of {', '.join(PROVIDERS)}")
+    if requested == "fresh" or mode != "bubblewrap" or device == "gpu" or gpu_devices:
+        return "fresh"
+    return "prepared" if getattr(assignment, "prepared_kernels", True) else "fresh"
+
+
+class Zygote:
+    """A zygote process in its bubblewrap sandbox, and the socket to ask it for kernels."""
+
+    def __init__(self, spec: SandboxSpec, heavy: tuple[str, ...]):
+        self.owner, self.key = os.getpid(), self.key_for(spec, heavy)
+        self.staging = {str(host): "/opt/grader-data/"
+                        + hashlib.sha256(str(host).encode()).hexdigest()[:12]
+                        for host, _ in spec.data_mounts}
+        # The zygote's own empty folders, beside the io folders so that their parent exists
+        # in its view (each kernel covers that parent with a fresh tmpfs).
+        self.own = Path(tempfile.mkdtemp(prefix="zygote-", dir=spec.io_dir.parent))
+        (self.own / "work").mkdir()
+        zygote_spec = replace(spec, work_dir=self.own / "work", io_dir=self.own,
+                              data_mounts=(), extra_env=_interpreter_env(spec))
+        args = zygote_spec._bubblewrap_args()
+        for host, staged in self.staging.items():
+            args += ["--ro-bind", host, staged]
+        for cap in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETPCAP"):
+            args += ["--cap-add", cap]
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {"heavy": list(heavy), "home": SANDBOX_HOME, "work": SANDBOX_WORK,
+                  "fd": theirs.fileno()}
+        argv = ["prlimit", "--nofile=1024", "--core=0", "--", *args, "--",
+                sys.executable, "-m", "grader.zygote", json.dumps(config)]
+        try:
+            self.process = subprocess.Popen(argv, env=zygote_spec.environment(),
+                                            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        finally:
+            theirs.close()
+        ready = self._receive(ZYGOTE_START_TIMEOUT_S)
+        if not ready.get("ready"):
+            self.stop()
+            raise SandboxUnavailable(f"the kernel zygote did not start: {ready}")
+        self.preloaded = frozenset(ready["modules"])
+        self.failed = ready.get("failed", {})
+
+    @staticmethod
+    def key_for(spec: SandboxSpec, heavy: tuple[str, ...]) -> tuple:
+        return (str(spec.io_dir.parent), tuple(sorted(str(h) for h, _ in spec.data_mounts)),
+                heavy, tuple(sorted(_interpreter_env(spec).items())))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _receive(self, timeout: float) -> dict:
+        if not select.select([self.channel], [], [], timeout)[0]:
+            return {"error": f"no answer from the zygote in {timeout:.0f} s"}
+        message = self.channel.recv(1 << 20)
+        if not message:
+            return {"error": f"the zygote exited (status {self.process.poll()})"}
+        return json.loads(message)
+
+    def shadowed(self, work: Path) -> list[str]:
+        """Files of the submission that would shadow a module the zygote already imported."""
+        names = []
+        for item in work.iterdir():
+            stem = item.name.split(".")[0]
+            if stem in self.preloaded and (item.is_dir() or item.suffix in (".py", ".pyc", ".so")):
+                names.append(item.name)
+        return names
+
+    def spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str]) -> psutil.Process:
+        """A new kernel for one submission; its init's process, as this host sees it."""
+        request = {"io": str(spec.io_dir), "connection_file": connection_file, "env": env,
+                   "fsize": spec.max_file_mb * 2**20,
+                   "mounts": [[self.staging[str(host)], inside] for host, inside in spec.data_mounts]}
+        fds = [os.open(spec.work_dir, os.O_PATH | os.O_DIRECTORY),
+               os.open(spec.io_dir, os.O_PATH | os.O_DIRECTORY)]
+        try:
+            socket.send_fds(self.channel, [json.dumps(request).encode()], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        reply = self._receive(SPAWN_TIMEOUT_S)
+        if "pid" not in reply:
+            raise RuntimeError(f"the zygote could not start a kernel: {reply.get('error')}")
+        return self._host_process(int(reply["pid"]))
+
+    def _host_process(self, inner_pid: int) -> psutil.Process:
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                with open(f"/proc/{proc.pid}/status") as status:
+                    nspid = next(line.split()[1:] for line in status if line.startswith("NSpid:"))
+            except (OSError, StopIteration):
+                continue
+            if len(nspid) >= 2 and int(nspid[1]) == inner_pid:
+                return proc
+        raise RuntimeError(f"the zygote's kernel {inner_pid} is not among its processes")
+
+    def stop(self) -> None:
+        if self.owner != os.getpid():
+            return  # a forked copy of the object: the zygote belongs to the parent
+        self.channel.close()
+        kill_tree(self.process.pid)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        shutil.rmtree(self.own, ignore_errors=True)
+
+
+class _Current:
+    zygote: Zygote | None = None
+
+
+def zygote_for(spec: SandboxSpec, heavy: tuple[str, ...]) -> Zygote:
+    """This worker's zygote for these settings, started (or restarted) when needed."""
+    current = _Current.zygote
+    if current is not None and current.owner != os.getpid():
+        current = _Current.zygote = None  # inherited through fork: the parent's, not ours
+    if current is not None and (current.key != Zygote.key_for(spec, heavy)
+                                or not current.alive()):
+        current.stop()
+        current = _Current.zygote = None
+    if current is None:
+        current = _Current.zygote = Zygote(spec, heavy)
+        # Stopped when this process exits: atexit in the main process, and multiprocessing
+        # runs these finalizers in its worker processes too (where atexit does not run).
+        multiprocessing.util.Finalize(current, current.stop, exitpriority=100)
+    return current
+
+
+def stop_zygote() -> None:
+    """Stop this process's zygote, if it has one (it is restarted when needed)."""
+    current, _Current.zygote = _Current.zygote, None
+    if current is not None:
+        current.stop()
+
+
+def _interpreter_env(spec: SandboxSpec) -> dict[str, str]:
+    """Variables read when the interpreter starts: the zygote must have them itself."""
+    return {k: v for k, v in spec.extra_env.items() if k.startswith("PYTHON")}
+
+
+class ForkedKernel:
+    """A Popen-like handle on a forked kernel's init (the zygote, not we, is its parent)."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, process: psutil.Process):
+        self._process, self.pid, self.returncode = process, process.pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                if self._process.status() == psutil.STATUS_ZOMBIE:
+                    self.returncode = -signal.SIGKILL
+            except psutil.NoSuchProcess:
+                self.returncode = -signal.SIGKILL  # the zygote reaped it; its status is lost
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("kernel", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                self._process.send_signal(signum)
+            except psutil.NoSuchProcess:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class PreparedProvisioner(LocalProvisioner):
+    """Launches the kernel by asking the worker's zygote for a fork instead of Popen."""
+
+    async def launch_kernel(self, cmd: list[str], **kwargs):
+        km = self.parent
+        zygote = zygote_for(km.spec, km.heavy_modules)
+        shadowing = zygote.shadowed(km.spec.work_dir)
+        if shadowing:  # would not shadow the preloaded module: a fresh kernel, exactly
+            km.kernel_provider = "fresh"
+            return await super().launch_kernel(cmd, **kwargs)
+        process = zygote.spawn(km.spec, km.connection_file, dict(kwargs.get("env") or {}))
+        self.process = ForkedKernel(process)
+        self.pid = self.pgid = process.pid  # the init called setsid()
+        self.cwd = kwargs.get("cwd")
+        km.kernel_provider = "prepared"
+        return self.connection_info
+
+
+def prepared_kernel_manager(base: type, spec: SandboxSpec, heavy: tuple[str, ...], **kwargs):
+    """An instance of ``base`` (a sandboxed kernel manager class) that uses the zygote."""
+
+    class PreparedKernelManager(base):
+        async def _async_pre_start_kernel(self, **kw):
+            if self.provisioner is None:
+                self.kernel_id = self.kernel_id or kw.pop("kernel_id", None) or _new_id()
+                self.provisioner = PreparedProvisioner(kernel_id=self.kernel_id,
+                                                       kernel_spec=self.kernel_spec, parent=self)
+            return await super()._async_pre_start_kernel(**kw)
+
+    km = PreparedKernelManager(**kwargs)
+    km.configure(spec)
+    km.spec, km.kernel_provider = spec, "prepared"
+    km.heavy_modules = tuple(dict.fromkeys((*HEAVY_MODULES, *heavy)))
+    return km
+
+
+def _new_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())

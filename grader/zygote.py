@@ -1,0 +1,297 @@
+"""The zygote: the sandbox-side half of the prepared kernel provider (see :mod:`grader.kernels`).
+
+Run as ``python -m grader.zygote CONFIG`` inside a worker's bubblewrap sandbox, with
+``CAP_SYS_ADMIN``, ``CAP_NET_ADMIN`` and ``CAP_SETPCAP`` kept. It imports the heavy
+modules once, then answers requests on a Unix socket: each is one JSON message with two
+file descriptors, the submission's work and io folders (opened by the grader; the
+zygote's own sandbox holds no submission folder). For each request it forks a kernel::
+
+    zygote ── fork ──> setup child: unshare(mount, PID, IPC, UTS, network namespaces),
+                       fresh mounts (below), then fork, report the pid, exit
+                          └─ fork ──> init: PID 1 of the new PID namespace; mounts /proc,
+                                      forks the kernel, drops every capability and execs a
+                                      small fresh Python that only reaps children
+                                        └─ fork ──> kernel: drops every capability,
+                                                    no_new_privs, rlimits, the submission's
+                                                    environment, IPKernelApp
+
+Mounts of each kernel (in its own mount namespace, nothing propagates back): the root,
+``/dev`` and everything the zygote sees read-only; a fresh tmpfs on ``/tmp``,
+``/dev/shm`` and the home; the submission's scratch copy bound at the working
+directory; the data cache bound read-only; the folder that holds io folders covered by
+a fresh tmpfs with only this submission's io folder in it, at its host path; a new ``/proc`` for the new PID namespace with ``/proc/sys`` and friends read-only.
+
+This module imports only the standard library at the top: it is the zygote's ``__main__``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import random
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
+PR_SET_CHILD_SUBREAPER, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 36, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# The init of each kernel's PID namespace: a fresh, small Python (not a copy of the zygote,
+# whose inherited pages would count against the submission's memory limit).
+INIT = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+kernel, code = int(sys.argv[1]), 1
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    if pid == kernel:
+        code = os.waitstatus_to_exitcode(status)
+        break
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    _check(_libc.mount(source.encode() if source else None, target.encode(),
+                       fstype.encode() if fstype else None, flags,
+                       data.encode() if data else None), f"mount {target}")
+
+
+def bind(source: str, target: str, read_only: bool = False) -> None:
+    mount(source, target, None, MS_BIND | MS_REC)
+    if read_only:
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def tmpfs(target: str, mode: str = "755") -> None:
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode}")
+
+
+def drop_privileges() -> None:
+    """No capability in any set, none to gain again (bounding set empty, no_new_privs)."""
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2 words, all zero
+    _check(_libc.capset(header, data), "capset")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    with open("/proc/self/status") as status:
+        caps = {line.split(":")[0]: int(line.split()[1], 16) for line in status
+                if line.startswith("Cap")}
+    if any(caps.values()):
+        raise RuntimeError(f"capabilities left after dropping them: {caps}")
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        import fcntl
+
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, 0x8913, struct.pack("16sh", b"lo", 0)))[1]
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sh", b"lo", flags | 1))  # IFF_UP
+
+
+def _inside(path: str, config: dict) -> str:
+    return path.replace("~", config["home"], 1).replace("./", config["work"] + "/", 1)
+
+
+def setup_namespaces(request: dict, config: dict, work_fd: int, io_fd: int) -> None:
+    """In the setup child: new namespaces and this submission's view of the files.
+
+    The work and io folders arrive as file descriptors: the zygote's sandbox holds no
+    submission folder of the host."""
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+                         | CLONE_NEWNET), "unshare")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    socket.sethostname("sandbox")
+    _loopback_up()
+    home, work = config["home"], config["work"]
+    io_dir = request["io"]
+    io_parent = os.path.dirname(io_dir)
+    tmpfs("/tmp", "1777")
+    tmpfs(home)
+    os.makedirs(work)
+    bind(f"/proc/self/fd/{work_fd}", work)
+    for staged, target in request["mounts"]:
+        target = _inside(target, config)
+        os.makedirs(target, exist_ok=True)
+        bind(staged, target, read_only=True)
+    os.makedirs(io_parent, exist_ok=True)  # in /tmp, or already in the zygote's view
+    if io_parent != "/tmp":
+        tmpfs(io_parent)
+    os.mkdir(io_dir)
+    bind(f"/proc/self/fd/{io_fd}", io_dir)
+    if not (io_parent + "/").startswith("/tmp/"):
+        mount(None, io_parent, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    if os.path.isdir("/dev/shm"):
+        tmpfs("/dev/shm", "1777")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def mount_proc() -> None:
+    """In the namespace's init: a /proc that shows this PID namespace only."""
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for sub in ("sys", "sysrq-trigger", "irq", "bus"):
+        if os.path.exists(f"/proc/{sub}"):
+            bind(f"/proc/{sub}", f"/proc/{sub}", read_only=True)
+
+
+def become_kernel(request: dict, config: dict) -> None:
+    """In the kernel process: the submission's limits and environment, then IPKernelApp."""
+    drop_privileges()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    fsize = int(request["fsize"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.chdir(config["work"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    importlib.invalidate_caches()  # the working directory is a new folder now
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # the legacy global generator, seeded in the zygote
+    from ipykernel.kernelapp import IPKernelApp
+
+    sys.argv = [sys.argv[0], "-f", request["connection_file"]]
+    IPKernelApp.launch_instance(argv=sys.argv[1:] + ["--IPKernelApp.parent_handle=1"])
+
+
+def spawn(request: dict, config: dict, fds: list[int], protocol_fd: int) -> int:
+    """Fork a kernel for ``request``; the pid (in the zygote's namespace) of its init."""
+    read_end, write_end = os.pipe()
+    setup = os.fork()
+    if setup == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.close(protocol_fd)
+            setup_namespaces(request, config, *fds)
+            init = os.fork()
+            if init == 0:
+                _init_and_kernel(request, config)
+            os.write(write_end, json.dumps({"pid": init}).encode())
+            code = 0
+        except BaseException as error:  # noqa: BLE001 - reported to the grader, then exit
+            os.write(write_end, json.dumps({"error": f"{type(error).__name__}: {error}"})
+                     .encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    answer = b""
+    while chunk := os.read(read_end, 65536):
+        answer += chunk
+    os.close(read_end)
+    os.waitpid(setup, 0)
+    reply = json.loads(answer or b'{"error": "the setup process died"}')
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return int(reply["pid"])
+
+
+def _init_and_kernel(request: dict, config: dict) -> None:
+    try:
+        os.setsid()
+        mount_proc()
+        kernel = os.fork()
+        if kernel == 0:
+            code = 0
+            try:
+                become_kernel(request, config)
+            except BaseException:  # noqa: BLE001 - shown on stderr, the kernel is gone
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        drop_privileges()
+        os.closerange(3, 65536)
+        os.execv(sys.executable, [sys.executable, "-S", "-E", "-c", INIT, str(kernel)])
+    finally:
+        os._exit(1)
+
+
+def preload(names: list[str]) -> dict[str, str]:
+    failed = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - a module that fails is left to the kernel
+            failed[name] = f"{type(error).__name__}: {error}"
+    return failed
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    channel = socket.socket(fileno=int(config["fd"]))  # requests and answers; fds travel here
+    failed = preload(config["heavy"])
+    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
+
+    def send(message: dict) -> None:
+        channel.send(json.dumps(message).encode())
+
+    send({"ready": True, "failed": failed, "threads": len(os.listdir("/proc/self/task")),
+          "modules": sorted({name.split(".")[0] for name in sys.modules})})
+    while True:
+        _reap()
+        if not select.select([channel], [], [], 0.5)[0]:
+            continue
+        message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 2)  # SOCK_SEQPACKET: whole
+        if not message:
+            return
+        try:
+            if len(fds) != 2:
+                raise RuntimeError(f"expected the work and io folders, got {len(fds)} fds")
+            send({"pid": spawn(json.loads(message), config, fds, channel.fileno())})
+        except Exception as error:  # noqa: BLE001 - reported to the grader
+            send({"error": f"{type(error).__name__}: {error}"})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main()

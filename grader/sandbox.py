@@ -122,11 +122,12 @@ class SandboxSpec:
         for name in ETC_FILES:
             if (Path("/etc") / name).exists():
                 args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-        for prefix in python_prefixes():
-            args += ["--ro-bind", prefix, prefix]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
                  "--tmpfs", SANDBOX_HOME, "--bind", str(self.work_dir), SANDBOX_WORK,
                  "--bind", str(self.io_dir), str(self.io_dir)]
+        # After the tmpfs mounts: a virtual environment under /tmp must stay visible.
+        for prefix in python_prefixes():
+            args += ["--ro-bind", prefix, prefix]
         # The grader package itself (no expected values live in it), so that a notebook's
         # `from grader import check` imports; check() is a no-op while graded.
         args += ["--ro-bind", str(Path(__file__).resolve().parent), "/opt/grader/grader",

@@ -17,3 +17,15 @@ def test_relative_submissions_and_out_paths(tmp_path):
     assert "ann,toy,5,5,ok" in (tmp_path / "out" / "grades.csv").read_text()
     assert (tmp_path / "out" / "index.html").exists()
     assert (tmp_path / "out" / "feedback").is_dir()
+
+
+def test_a_virtual_environment_under_tmp_stays_visible_in_the_sandbox(tmp_path):
+    from grader.sandbox import SandboxSpec
+
+    spec = SandboxSpec(mode="bubblewrap", work_dir=tmp_path / "w", io_dir=tmp_path / "io")
+    args = spec.wrap(["python"])
+    tmpfs = args.index("/tmp", args.index("--tmpfs"))
+    import sys as _sys
+
+    prefix_bind = args.index(_sys.prefix, args.index("--ro-bind", tmpfs))
+    assert prefix_bind > tmpfs  # bound after /tmp is replaced, so it is not hidden

@@ -300,8 +300,13 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     watchdog = None
     checks: list[CheckResult] = []
     t0 = time.perf_counter()
+    kernel_log = None
     try:
-        await client.async_start_new_kernel(env=spec.environment(), cwd=str(work))
+        # The kernel process's own stdout/stderr (TensorFlow's C++ start-up logs) go to a
+        # file in the scratch folder, not to the instructor's terminal.
+        kernel_log = open(work.parent / "kernel.log", "wb")  # noqa: SIM115 - closed below
+        await client.async_start_new_kernel(env=spec.environment(), cwd=str(work),
+                                            stdout=kernel_log, stderr=kernel_log)
         watchdog = Watchdog(km.provisioner.process.pid, limits.memory_mb, limits.max_processes)
         watchdog.start()
         await client.async_start_new_kernel_client()
@@ -328,6 +333,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t3 = time.perf_counter()
         await _shutdown(client, km)
         usage = watchdog.stop() if watchdog else None
+        if kernel_log is not None:
+            kernel_log.close()
         timings["shutdown"] = time.perf_counter() - t3
     if usage and usage.killed_for:
         status = Status.MEMORY

@@ -61,6 +61,12 @@ def grade_on_cluster(pending: list[Submission], assignment: Assignment, options:
                      finish: Callable[[SubmissionResult, bool], None], scheduler: str, *,
                      retries: int = 1) -> None:
     """Grade ``pending`` on the Dask cluster at ``scheduler``; ``finish`` each result."""
+    from .runner import _invalid
+
+    for submission in pending:  # nothing to execute (no single notebook): no task needed
+        if submission.path is None:
+            finish(_invalid(submission, assignment, options), False)
+    pending = [submission for submission in pending if submission.path is not None]
     if not pending:
         return
     from distributed import Client, as_completed
@@ -279,7 +285,7 @@ def _grade_remote(course_blob: bytes, folder: str, options: GradeOptions, submis
     course = _unpacked_course(course_blob)
     with tempfile.TemporaryDirectory(prefix="tf-grader-task-") as temp:
         local = submission
-        if files is not None and submission.path is not None:
+        if files is not None:
             inbox = Path(temp) / "submission"
             inbox.mkdir()
             for name, content in files.items():
@@ -289,7 +295,7 @@ def _grade_remote(course_blob: bytes, folder: str, options: GradeOptions, submis
                 else:
                     target.write_bytes(content)
             local = replace(submission, path=inbox / submission.path.name)
-        elif submission.path is not None:
+        else:
             local = replace(submission, path=Path(temp) / "missing" / submission.path.name)
         kernel_options = replace(_next_kernel_options(options),
                                  executed_dir=Path(temp) / "executed")

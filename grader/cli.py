@@ -121,6 +121,8 @@ def cmd_run(args) -> ExitCode:
             print(warning, file=sys.stderr)
         sandbox, device = (mode if mode == "off" else args.sandbox), _device(args.device)
     options = GradeOptions(sandbox=sandbox, device=device, data_dir=args.data_dir)
+    if args.kernel_provider:
+        options = replace(options, kernel_provider=args.kernel_provider)
     summary = run_batch(args.submissions, assignment, args.out, options, args.workers,
                         use_cache=not args.no_cache, scheduler=args.scheduler)
     if not args.no_reports:

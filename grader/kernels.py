@@ -115,13 +115,16 @@ class Zygote:
         zygote_spec = replace(spec, work_dir=self.own / "work", io_dir=self.own,
                               data_mounts=(), extra_env=_interpreter_env(spec))
         args = zygote_spec._bubblewrap_args()
+        self.shared = sorted({str(spec.work_dir.parent.parent), str(spec.io_dir.parent)})
+        for path in self.shared:  # where the submissions' folders are made (see spawn)
+            args += ["--bind", path, path]
         for host, staged in self.staging.items():
             args += ["--ro-bind", host, staged]
         for cap in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETPCAP"):
             args += ["--cap-add", cap]
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {"heavy": list(heavy), "home": SANDBOX_HOME, "work": SANDBOX_WORK,
-                  "fd": theirs.fileno()}
+                  "fd": theirs.fileno(), "shared": self.shared}
         argv = ["prlimit", "--nofile=1024", "--core=0", "--", *args, "--",
                 sys.executable, "-m", "grader.zygote", json.dumps(config)]
         try:
@@ -139,15 +142,16 @@ class Zygote:
 
     @staticmethod
     def key_for(spec: SandboxSpec, heavy: tuple[str, ...]) -> tuple:
-        return (str(spec.io_dir.parent), tuple(sorted(str(h) for h, _ in spec.data_mounts)),
+        return (str(spec.io_dir.parent), str(spec.work_dir.parent.parent),
+                tuple(sorted(str(h) for h, _ in spec.data_mounts)),
                 heavy, tuple(sorted(_interpreter_env(spec).items())))
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process.poll() is None and self.channel.fileno() >= 0
 
     def _receive(self, timeout: float) -> dict:
         if not select.select([self.channel], [], [], timeout)[0]:
-            return {"error": f"no answer from the zygote in {timeout:.0f} s"}
+            return {"error": f"no answer from the zygote in {timeout:.0f} s", "late": True}
         message = self.channel.recv(1 << 20)
         if not message:
             return {"error": f"the zygote exited (status {self.process.poll()})"}
@@ -164,17 +168,14 @@ class Zygote:
 
     def spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str]) -> psutil.Process:
         """A new kernel for one submission; its init's process, as this host sees it."""
-        request = {"io": str(spec.io_dir), "connection_file": connection_file, "env": env,
+        request = {"work": str(spec.work_dir), "io": str(spec.io_dir),
+                   "connection_file": connection_file, "env": env,
                    "fsize": spec.max_file_mb * 2**20,
                    "mounts": [[self.staging[str(host)], inside] for host, inside in spec.data_mounts]}
-        fds = [os.open(spec.work_dir, os.O_PATH | os.O_DIRECTORY),
-               os.open(spec.io_dir, os.O_PATH | os.O_DIRECTORY)]
-        try:
-            socket.send_fds(self.channel, [json.dumps(request).encode()], fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        self.channel.send(json.dumps(request).encode())
         reply = self._receive(SPAWN_TIMEOUT_S)
+        if reply.get("late"):
+            self.stop()  # out of step with its answers: the next launch starts a new one
         if "pid" not in reply:
             raise RuntimeError(f"the zygote could not start a kernel: {reply.get('error')}")
         return self._host_process(int(reply["pid"]))

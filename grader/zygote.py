@@ -2,9 +2,12 @@
 
 Run as ``python -m grader.zygote CONFIG`` inside a worker's bubblewrap sandbox, with
 ``CAP_SYS_ADMIN``, ``CAP_NET_ADMIN`` and ``CAP_SETPCAP`` kept. It imports the heavy
-modules once, then answers requests on a Unix socket: each is one JSON message with two
-file descriptors, the submission's work and io folders (opened by the grader; the
-zygote's own sandbox holds no submission folder). For each request it forks a kernel::
+modules once, then answers requests on a Unix socket (one JSON message each: the
+submission's work and io folders, environment, limits, data mounts). Its sandbox binds
+the folders that hold the workers' scratch and io folders (bind mounts cannot be made
+from another mount namespace's file descriptors), so the zygote, which runs only this
+code, can reach them; each kernel covers them before any student code runs. For each
+request it forks a kernel::
 
     zygote ── fork ──> setup child: unshare(mount, PID, IPC, UTS, network namespaces),
                        fresh mounts (below), then fork, report the pid, exit
@@ -19,7 +22,8 @@ Mounts of each kernel (in its own mount namespace, nothing propagates back): the
 ``/dev`` and everything the zygote sees read-only; a fresh tmpfs on ``/tmp``,
 ``/dev/shm`` and the home; the submission's scratch copy bound at the working
 directory; the data cache bound read-only; the folder that holds io folders covered by
-a fresh tmpfs with only this submission's io folder in it, at its host path; a new ``/proc`` for the new PID namespace with ``/proc/sys`` and friends read-only.
+an empty read-only tmpfs, with only this submission's io folder bound back at its host
+path (the scratch folders' parent likewise, so no other submission's copy is seen); a new ``/proc`` for the new PID namespace with ``/proc/sys`` and friends read-only.
 
 This module imports only the standard library at the top: it is the zygote's ``__main__``.
 """
@@ -122,34 +126,35 @@ def _inside(path: str, config: dict) -> str:
     return path.replace("~", config["home"], 1).replace("./", config["work"] + "/", 1)
 
 
-def setup_namespaces(request: dict, config: dict, work_fd: int, io_fd: int) -> None:
-    """In the setup child: new namespaces and this submission's view of the files.
-
-    The work and io folders arrive as file descriptors: the zygote's sandbox holds no
-    submission folder of the host."""
+def setup_namespaces(request: dict, config: dict) -> None:
+    """In the setup child: new namespaces and this submission's view of the files."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
                          | CLONE_NEWNET), "unshare")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     socket.sethostname("sandbox")
     _loopback_up()
-    home, work = config["home"], config["work"]
-    io_dir = request["io"]
-    io_parent = os.path.dirname(io_dir)
-    tmpfs("/tmp", "1777")
+    home, work, io_dir = config["home"], config["work"], request["io"]
     tmpfs(home)
     os.makedirs(work)
-    bind(f"/proc/self/fd/{work_fd}", work)
+    bind(request["work"], work)
+    hold = f"{home}/.grader-io"
+    os.mkdir(hold)
+    bind(io_dir, hold)
     for staged, target in request["mounts"]:
         target = _inside(target, config)
         os.makedirs(target, exist_ok=True)
         bind(staged, target, read_only=True)
-    os.makedirs(io_parent, exist_ok=True)  # in /tmp, or already in the zygote's view
-    if io_parent != "/tmp":
-        tmpfs(io_parent)
-    os.mkdir(io_dir)
-    bind(f"/proc/self/fd/{io_fd}", io_dir)
-    if not (io_parent + "/").startswith("/tmp/"):
-        mount(None, io_parent, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # Hide every other submission's folders: the folders holding scratch and io folders
+    # get an empty tmpfs each (under /tmp, the new /tmp does it).
+    covered = [p for p in config["shared"] if not (p + "/").startswith("/tmp/")]
+    for path in sorted(covered, key=len):
+        tmpfs(path)
+    tmpfs("/tmp", "1777")
+    os.makedirs(io_dir)
+    mount(hold, io_dir, None, MS_MOVE)
+    os.rmdir(hold)
+    for path in covered:
+        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
     if os.path.isdir("/dev/shm"):
         tmpfs("/dev/shm", "1777")
@@ -188,7 +193,7 @@ def become_kernel(request: dict, config: dict) -> None:
     IPKernelApp.launch_instance(argv=sys.argv[1:] + ["--IPKernelApp.parent_handle=1"])
 
 
-def spawn(request: dict, config: dict, fds: list[int], protocol_fd: int) -> int:
+def spawn(request: dict, config: dict, protocol_fd: int) -> int:
     """Fork a kernel for ``request``; the pid (in the zygote's namespace) of its init."""
     read_end, write_end = os.pipe()
     setup = os.fork()
@@ -197,9 +202,10 @@ def spawn(request: dict, config: dict, fds: list[int], protocol_fd: int) -> int:
         try:
             os.close(read_end)
             os.close(protocol_fd)
-            setup_namespaces(request, config, *fds)
+            setup_namespaces(request, config)
             init = os.fork()
             if init == 0:
+                os.close(write_end)  # the zygote reads this pipe to its end
                 _init_and_kernel(request, config)
             os.write(write_end, json.dumps({"pid": init}).encode())
             code = 0
@@ -278,18 +284,13 @@ def main() -> None:
         _reap()
         if not select.select([channel], [], [], 0.5)[0]:
             continue
-        message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 2)  # SOCK_SEQPACKET: whole
+        message = channel.recv(1 << 20)  # SOCK_SEQPACKET: one whole request
         if not message:
             return
         try:
-            if len(fds) != 2:
-                raise RuntimeError(f"expected the work and io folders, got {len(fds)} fds")
-            send({"pid": spawn(json.loads(message), config, fds, channel.fileno())})
+            send({"pid": spawn(json.loads(message), config, channel.fileno())})
         except Exception as error:  # noqa: BLE001 - reported to the grader
             send({"error": f"{type(error).__name__}: {error}"})
-        finally:
-            for fd in fds:
-                os.close(fd)
 
 
 if __name__ == "__main__":

@@ -6,20 +6,14 @@ failure messages. The fixtures are generated from the reference notebook by
 ``tests/fixtures/submissions/custom_train_step/make_fixtures.py``; a fast test keeps them in sync.
 """
 
-import importlib.util
-from concurrent.futures import ThreadPoolExecutor
-
-import nbformat
-import pytest
 
 from grader.assignment import load_assignment
 from grader.results import Status
 
-from conftest import REPO, sandbox_mode
+from conftest import REPO
+from practicals import Practical
 
 NAME = "custom_train_step"
-FIXTURES = REPO / "tests" / "fixtures" / "submissions" / NAME
-REFERENCE = REPO / "reference" / NAME / f"{NAME}.ipynb"
 
 PUBLIC = ["q1.train_step_updates_weights", "q1.test_step_changes_nothing", "q2.architecture",
           "q3.model_trained"]
@@ -85,40 +79,15 @@ EXPECTED = {
 }
 
 
-def notebook_path(name):
-    return REFERENCE if name == "reference" else FIXTURES / f"{name}.ipynb"
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    from grader import data
-    from grader.executor import GradeOptions, grade_submission
-
-    assignment = load_assignment(NAME, REPO)
-    data.prepare(assignment.datasets)  # once, before two threads would race to write the cache
-    options = GradeOptions(sandbox=sandbox_mode(),
-                           scratch_root=tmp_path_factory.mktemp(f"{NAME}-scratch"))
-
-    def grade(name):
-        return name, grade_submission(notebook_path(name), assignment, options, student_id=name)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(grade, EXPECTED))
-
-
-def test_fixtures_are_in_sync_with_the_reference():
-    """The committed fixtures are what make_fixtures.py generates from the reference now."""
-    spec = importlib.util.spec_from_file_location(f"_make_{NAME}_fixtures",
-                                                  FIXTURES / "make_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reference = nbformat.read(str(REFERENCE), as_version=4)
-    generated = {name: module.edited(reference, edits) for name, edits in module.FIXTURES.items()}
-    generated["unanswered"] = module.unanswered(reference)
-    assert set(generated) == set(EXPECTED) - {"reference"}
-    for name, notebook in generated.items():
-        committed = nbformat.read(str(FIXTURES / f"{name}.ipynb"), as_version=4)
-        assert [c.source for c in committed.cells] == [c.source for c in notebook.cells], name
+PRACTICAL = Practical(
+    NAME, EXPECTED, ALL_CHECKS, max_score=11, accuracy_check="q3.test_accuracy",
+    failed_accuracy=("mistake_no_apply_gradients", 0.5,
+                     "Hint: Train model = build_model()"),
+)
+# The tests every practical has: see tests/practicals.py.
+(graded, test_fixtures_are_in_sync_with_the_reference,
+ test_notebook_loses_exactly_the_expected_checks, test_reference_gets_full_marks_and_runs_fast,
+ test_failed_accuracy_reports_the_metric) = PRACTICAL.tests()
 
 
 def test_checks_are_the_ones_these_tests_know():
@@ -127,38 +96,3 @@ def test_checks_are_the_ones_these_tests_know():
     assert [c.id for c in assignment.checks() if c.hidden] == HIDDEN
     assert sum(c.points for c in assignment.checks()) == 11
     assert all(c.hint for c in assignment.checks() if c.hidden)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(EXPECTED))
-def test_notebook_loses_exactly_the_expected_checks(graded, name):
-    result = graded[name]
-    status, failing = EXPECTED[name]
-    grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
-    assert not grader_errors, grader_errors
-    assert {c.id for c in result.checks} == ALL_CHECKS
-    assert result.status == status, result.message
-    failed = {c.id: c.message for c in result.checks if not c.passed}
-    assert set(failed) == set(failing), failed
-    for check_id, text in failing.items():
-        assert text in failed[check_id], (check_id, failed[check_id])
-    lost = sum(c.points for c in result.checks if not c.passed)
-    assert result.score == pytest.approx(result.max_score - lost)
-
-
-@pytest.mark.slow
-def test_reference_gets_full_marks_and_runs_fast(graded):
-    result = graded["reference"]
-    assert result.status == Status.OK, result.message
-    assert result.score == result.max_score == 11
-    accuracy = next(c.metric for c in result.checks if c.id == "q3.test_accuracy")
-    assert accuracy["value"] >= accuracy["low"]
-    assert result.timings["cells"] < 60, result.timings
-
-
-@pytest.mark.slow
-def test_failed_accuracy_reports_the_metric(graded):
-    check = next(c for c in graded["mistake_no_apply_gradients"].checks
-                 if c.id == "q3.test_accuracy")
-    assert check.metric["value"] < 0.5 < check.metric["low"]
-    assert "Hint: Train model = build_model()" in check.message

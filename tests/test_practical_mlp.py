@@ -6,21 +6,15 @@ failure messages. The fixtures are generated from the reference notebook by
 ``tests/fixtures/submissions/mlp/make_fixtures.py``; a fast test keeps them in sync.
 """
 
-import importlib.util
-from concurrent.futures import ThreadPoolExecutor
-
-import nbformat
 import pytest
 
-from grader import data
 from grader.assignment import load_assignment
 from grader.results import Status
 
-from conftest import REPO, sandbox_mode
+from conftest import REPO
+from practicals import Practical
 
 NAME = "mlp"
-FIXTURES = REPO / "tests" / "fixtures" / "submissions" / NAME
-REFERENCE = REPO / "reference" / NAME / f"{NAME}.ipynb"
 
 ALL_CHECKS = {
     "q1.pixels_scaled", "q2.input_shape", "q2.flatten_and_hidden_dense", "q2.output_shape",
@@ -71,39 +65,15 @@ EXPECTED = {
 }
 
 
-def notebook_path(name):
-    return REFERENCE if name == "reference" else FIXTURES / f"{name}.ipynb"
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    from grader.executor import GradeOptions, grade_submission
-
-    assignment = load_assignment(NAME, REPO)
-    data.prepare(assignment.datasets)  # once, before two gradings run side by side
-    options = GradeOptions(sandbox=sandbox_mode(),
-                           scratch_root=tmp_path_factory.mktemp(f"{NAME}-scratch"))
-
-    def grade(name):
-        return name, grade_submission(notebook_path(name), assignment, options, student_id=name)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(grade, EXPECTED))
-
-
-def test_fixtures_are_in_sync_with_the_reference():
-    """The committed fixtures are what make_fixtures.py generates from the reference now."""
-    spec = importlib.util.spec_from_file_location(f"_make_{NAME}_fixtures",
-                                                  FIXTURES / "make_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reference = nbformat.read(str(REFERENCE), as_version=4)
-    generated = {name: module.edited(reference, edits) for name, edits in module.FIXTURES.items()}
-    generated["unanswered"] = module.unanswered(reference)
-    assert set(generated) == set(EXPECTED) - {"reference"}
-    for name, notebook in generated.items():
-        committed = nbformat.read(str(FIXTURES / f"{name}.ipynb"), as_version=4)
-        assert [c.source for c in committed.cells] == [c.source for c in notebook.cells], name
+PRACTICAL = Practical(
+    NAME, EXPECTED, ALL_CHECKS, max_score=10, accuracy_check="q3.test_accuracy",
+    failed_accuracy=("mistake_logits_without_from_logits", 0.6,
+                     "Hint: Train the global `model` as Q3 asks"),
+)
+# The tests every practical has: see tests/practicals.py.
+(graded, test_fixtures_are_in_sync_with_the_reference,
+ test_notebook_loses_exactly_the_expected_checks, test_reference_gets_full_marks_and_runs_fast,
+ test_failed_accuracy_reports_the_metric) = PRACTICAL.tests()
 
 
 def test_checks_are_the_ones_these_tests_know():
@@ -111,41 +81,6 @@ def test_checks_are_the_ones_these_tests_know():
     assert {c.id for c in assignment.checks()} == ALL_CHECKS
     assert sum(c.points for c in assignment.checks()) == 10
     assert [c.id for c in assignment.checks() if c.hidden] == ["q3.test_accuracy"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(EXPECTED))
-def test_notebook_loses_exactly_the_expected_checks(graded, name):
-    result = graded[name]
-    status, failing = EXPECTED[name]
-    grader_errors = [c.id for c in result.checks if "Grader error" in c.message]
-    assert not grader_errors, [c.message for c in result.checks if c.id in grader_errors]
-    assert {c.id for c in result.checks} == ALL_CHECKS
-    assert result.status == status, result.message
-    failed = {c.id: c.message for c in result.checks if not c.passed}
-    assert set(failed) == set(failing), failed
-    for check_id, text in failing.items():
-        assert text in failed[check_id], (check_id, failed[check_id])
-    lost = sum(c.points for c in result.checks if not c.passed)
-    assert result.score == pytest.approx(result.max_score - lost)
-
-
-@pytest.mark.slow
-def test_reference_gets_full_marks_and_runs_fast(graded):
-    result = graded["reference"]
-    assert result.status == Status.OK, result.message
-    assert result.score == result.max_score == 10
-    accuracy = next(c.metric for c in result.checks if c.id == "q3.test_accuracy")
-    assert accuracy["value"] >= accuracy["low"]
-    assert result.timings["cells"] < 60, result.timings
-
-
-@pytest.mark.slow
-def test_failed_accuracy_reports_the_metric(graded):
-    check = next(c for c in graded["mistake_logits_without_from_logits"].checks
-                 if c.id == "q3.test_accuracy")
-    assert check.metric["value"] < 0.6 < check.metric["low"]
-    assert "Hint: Train the global `model` as Q3 asks" in check.message
 
 
 def test_tf_nn_softmax_output_passes_the_architecture_checks(tmp_path):

@@ -9,12 +9,9 @@ sync. Everything that needs housing.csv skips, saying why, when it is not in ``s
 beside the repository (or in ``$GRADER_DATA``).
 """
 
-import importlib.util
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 
@@ -23,11 +20,10 @@ from grader.checks import run_checks
 from grader.probe import InProcessTransport, Student
 from grader.results import Status
 
-from conftest import REPO, SHARED_DATA, sandbox_mode
+from conftest import REPO, SHARED_DATA
+from practicals import Practical, load_module
 
 NAME = "ocean_proximity"
-FIXTURES = REPO / "tests" / "fixtures" / "submissions" / NAME
-REFERENCE = REPO / "reference" / NAME / f"{NAME}.ipynb"
 
 
 def _data_dir() -> Path | None:
@@ -110,30 +106,20 @@ EXPECTED = {
 }
 
 
-def notebook_path(name):
-    return REFERENCE if name == "reference" else FIXTURES / f"{name}.ipynb"
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+PRACTICAL = Practical(
+    NAME, EXPECTED, ALL_CHECKS, max_score=MAX_SCORE, accuracy_check="q5.test_accuracy",
+    failed_accuracy=("mistake_wrong_label_mapping", None,
+                     "Hint: Train model = build_model() on X_train, y_train"),
+    data_dir=DATA_DIR,
+    skip_grading=None if DATA_DIR else "housing.csv is not available (see needs_housing)",
+)
+# The tests every practical has: see tests/practicals.py.
+(graded, test_fixtures_are_in_sync_with_the_reference,
+ test_notebook_loses_exactly_the_expected_checks, test_reference_gets_full_marks_and_runs_fast,
+ test_failed_accuracy_reports_the_metric) = PRACTICAL.tests()
 
 
 # -- fast -------------------------------------------------------------------------------------
-def test_fixtures_are_in_sync_with_the_reference():
-    """The committed fixtures are what make_fixtures.py generates from the reference now."""
-    module = load_module(FIXTURES / "make_fixtures.py", f"_make_{NAME}_fixtures")
-    reference = nbformat.read(str(REFERENCE), as_version=4)
-    generated = {name: module.edited(reference, edits) for name, edits in module.FIXTURES.items()}
-    generated["unanswered"] = module.unanswered(reference)
-    assert set(generated) == set(EXPECTED) - {"reference"}
-    for name, notebook in generated.items():
-        committed = nbformat.read(str(FIXTURES / f"{name}.ipynb"), as_version=4)
-        assert [c.source for c in committed.cells] == [c.source for c in notebook.cells], name
-
-
 def test_checks_are_the_ones_these_tests_know():
     assignment = load_assignment(NAME, REPO)
     assert {c.id for c in assignment.checks()} == ALL_CHECKS
@@ -220,56 +206,3 @@ def test_preprocess_check_catches_mean_imputation(tmp_path):
     result = _run_preprocess_check(_preprocess_namespace("train", fill="mean"), tmp_path)
     assert not result.passed
     assert "the value it fills in for a missing total_bedrooms is wrong (3 of 3" in result.message
-
-
-# -- slow: the real engine ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    if DATA_DIR is None:
-        pytest.skip("housing.csv is not available (see needs_housing)")
-    from grader.executor import GradeOptions, grade_submission
-
-    assignment = load_assignment(NAME, REPO)
-    options = GradeOptions(sandbox=sandbox_mode(), data_dir=DATA_DIR,
-                           scratch_root=tmp_path_factory.mktemp(f"{NAME}-scratch"))
-
-    def grade(name):
-        return name, grade_submission(notebook_path(name), assignment, options, student_id=name)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(grade, EXPECTED))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(EXPECTED))
-def test_notebook_loses_exactly_the_expected_checks(graded, name):
-    result = graded[name]
-    status, failing = EXPECTED[name]
-    grader_errors = [c.id for c in result.checks if "Grader error" in c.message]
-    assert not grader_errors, [c.message for c in result.checks if c.id in grader_errors]
-    assert {c.id for c in result.checks} == ALL_CHECKS
-    assert result.status == status, result.message
-    failed = {c.id: c.message for c in result.checks if not c.passed}
-    assert set(failed) == set(failing), failed
-    for check_id, text in failing.items():
-        assert text in failed[check_id], (check_id, failed[check_id])
-    lost = sum(c.points for c in result.checks if not c.passed)
-    assert result.score == pytest.approx(result.max_score - lost)
-
-
-@pytest.mark.slow
-def test_reference_gets_full_marks_and_runs_fast(graded):
-    result = graded["reference"]
-    assert result.status == Status.OK, result.message
-    assert result.score == result.max_score == MAX_SCORE
-    accuracy = next(c.metric for c in result.checks if c.id == "q5.test_accuracy")
-    assert accuracy["value"] >= accuracy["low"]
-    assert result.timings["cells"] < 60, result.timings
-
-
-@pytest.mark.slow
-def test_failed_accuracy_reports_the_metric(graded):
-    check = next(c for c in graded["mistake_wrong_label_mapping"].checks
-                 if c.id == "q5.test_accuracy")
-    assert check.metric["value"] < check.metric["low"]
-    assert "Hint: Train model = build_model() on X_train, y_train" in check.message

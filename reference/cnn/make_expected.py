@@ -11,14 +11,13 @@
   none exists yet.
 """
 
-import json
+import sys
 from pathlib import Path
 
-import numpy as np
-
-from grader.data import mnist_sample
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from _common import write_mnist_holdout  # noqa: E402
 
 # Measured by executing reference/cnn/cnn.ipynb top to bottom with GRADER_SEED=42,1,2,3,4,5
 # (nbclient kernel, 2 CPU cores); the accuracy is the hidden check's: argmax of model.predict
@@ -39,20 +38,9 @@ PROVISIONAL_BANDS = {
     }
 }
 
+
 def main() -> None:
-    _, (x_test, y_test) = mnist_sample()
-    np.savez_compressed(HERE / "expected.npz", holdout_images=x_test.astype(np.uint8),
-                        holdout_labels=y_test.astype(np.uint8))
-    path = HERE / "expected.json"
-    bands = json.loads(path.read_text()).get("bands", {}) if path.exists() else {}
-    for metric, band in PROVISIONAL_BANDS.items():
-        bands.setdefault(metric, band)
-    values = {
-        "holdout_size": int(len(y_test)),
-        "holdout_label_counts": [int(c) for c in np.bincount(y_test, minlength=10)],
-    }
-    path.write_text(json.dumps({"values": values, "bands": bands}, indent=2) + "\n")
-    print(f"wrote {HERE / 'expected.npz'} and {path}")
+    write_mnist_holdout(HERE, PROVISIONAL_BANDS)
 
 
 if __name__ == "__main__":

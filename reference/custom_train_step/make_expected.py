@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +25,10 @@ import tensorflow as tf  # noqa: E402
 from grader.data import mnist_sample  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from _common import write_expected  # noqa: E402
+
 SEED = 20240612
 LEARNING_RATE = 0.1
 LOSS = "sparse_categorical_crossentropy"
@@ -179,12 +184,7 @@ def main() -> None:
         np.testing.assert_array_equal(mine, theirs)
     values["test_loss"], values["test_accuracy_batch"] = test_logs["loss"], test_logs["accuracy"]
 
-    np.savez_compressed(HERE / "expected.npz", **arrays)
-    json_path = HERE / "expected.json"
-    bands = PROVISIONAL_BANDS
-    if json_path.exists():
-        bands = json.loads(json_path.read_text()).get("bands") or bands
-    json_path.write_text(json.dumps({"values": values, "bands": bands}, indent=1) + "\n")
+    write_expected(HERE, arrays, values, PROVISIONAL_BANDS, indent=1)
     print(f"wrote {len(arrays)} arrays and {len(values)} values to {HERE}")
     print(json.dumps(values, indent=1))
 

@@ -9,7 +9,7 @@ An existing "bands" entry is kept: calibration owns the bands.
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,10 @@ import numpy as np
 from grader.data import mnist_sample
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from _common import write_expected  # noqa: E402
+
 SEED = 20240611
 LEARNING_RATE = 0.5
 
@@ -90,12 +94,7 @@ def main() -> None:
     arrays["step_W1"] = W0 - LEARNING_RATE * (X.astype(np.float64).T @ delta)
     arrays["step_b1"] = b0 - LEARNING_RATE * delta.sum(axis=0)
 
-    np.savez_compressed(HERE / "expected.npz", **arrays)
-    json_path = HERE / "expected.json"
-    bands = PROVISIONAL_BANDS
-    if json_path.exists():
-        bands = json.loads(json_path.read_text()).get("bands") or bands
-    json_path.write_text(json.dumps({"values": values, "bands": bands}, indent=1) + "\n")
+    write_expected(HERE, arrays, values, PROVISIONAL_BANDS, indent=1)
     print(f"wrote {len(arrays)} arrays and {len(values)} values to {HERE}")
 
 

@@ -10,8 +10,7 @@ computed here against labels that never leave the grader.
 import numpy as np
 
 from grader.checks import check
-from grader.compare import assert_in_band, assert_shape
-from grader.errors import CheckFailed
+from grader.keras_checks import holdout_accuracy
 
 
 @check("q3.test_accuracy", points=2, hidden=True, timeout=120,
@@ -20,17 +19,5 @@ from grader.errors import CheckFailed
             "and look at the test accuracy your notebook prints after training.")
 def check_test_accuracy(student, expected):
     """The trained `model` classifies held-out MNIST images about as well as the reference."""
-    if not student.has("model"):
-        raise CheckFailed("No variable `model` in your notebook, so its accuracy could not be "
-                          "measured. Q3 asks for `model = build_model()` trained with `model.fit`.")
     images = expected.array("holdout_images").astype(np.float32) / 255.0
-    labels = expected.array("holdout_labels").astype(np.int64)
-    what = f"model.predict(held-out images of shape {tuple(images.shape)})"
-    scores = student.evaluate("result = ns['model'].predict(x, verbose=0)", x=images, what=what)
-    scores = assert_shape(scores, (len(labels), 10), what=what,
-                          fix="The model must return 10 scores (one per digit) for each image.")
-    accuracy = float(np.mean(np.argmax(scores, axis=1) == labels))
-    return assert_in_band(
-        accuracy, expected.band("test_accuracy"), what="The accuracy of `model` on held-out images",
-        fix="Scale the pixels to [0, 1], train for the epochs Q3 asks, and check the output "
-            "activation and the loss (from_logits) go together.")
+    return holdout_accuracy(student, expected, images)

@@ -69,6 +69,18 @@ def grader_cli(args: list[str], env: dict) -> float:
     return time.perf_counter() - started
 
 
+def _write_section(path: Path, key: str, text: str) -> None:
+    """Keep one section per practical in the results file, replacing that practical's."""
+    sections = {}
+    if path.exists():
+        for chunk in path.read_text().split("<!-- ")[1:]:
+            name, body = chunk.split(" -->", 1)
+            sections[name] = body.strip("\n")
+    sections[key] = text.strip("\n")
+    path.write_text("\n\n".join(f"<!-- {k} -->\n{v}" for k, v in sorted(sections.items()))
+                    + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--practical", default="mlp")
@@ -121,7 +133,7 @@ def main() -> None:
         lines.append(f"| {name} | {seconds:.1f} | {'' if ratio is None else f'{ratio:.2f}'} |")
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "grader_overhead.md").write_text(text)
+    _write_section(RESULTS / "grader_overhead.md", args.practical, text)
     print(text)
     shutil.rmtree(scratch, ignore_errors=True)
 

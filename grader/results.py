@@ -65,7 +65,8 @@ class CheckResult:
     found: str | None = None  # public checks only
     tolerance: str | None = None
     duration_s: float = 0.0
-    metric: dict[str, Any] | None = None  # trained-quality checks: {"name", "value", "band"}
+    # trained-quality checks: {"name", "value", "low", "high", "reference": [...]}
+    metric: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,21 @@ def provider_for(requested: str, mode: str, device: str, gpu_devices: tuple, ass
                                  f"choose one of {', '.join(PROVIDERS)}")
     if requested == "fresh" or mode != "bubblewrap" or device == "gpu" or gpu_devices:
         return "fresh"
+    if python_under_scratch():
+        return "fresh"
     return "prepared" if getattr(assignment, "prepared_kernels", True) else "fresh"
+
+
+def python_under_scratch() -> bool:
+    """True when the Python installation lives under the temporary folder (a venv in /tmp,
+    say). Each forked kernel covers the folders holding scratch and io folders with an
+    empty tmpfs, which would hide such an interpreter: fresh kernels are used instead."""
+    from .sandbox import python_prefixes
+
+    roots = {os.path.realpath(tempfile.gettempdir()), "/tmp"}
+    return any(os.path.realpath(prefix) == root or
+               os.path.realpath(prefix).startswith(root + os.sep)
+               for prefix in python_prefixes() for root in roots)
 
 
 class Zygote:

@@ -13,9 +13,13 @@ from grader.assignment import Limits
 from grader.executor import GradeOptions, grade_submission
 from grader.results import Status
 
+from grader.kernels import python_under_scratch
+
 from conftest import TOY_COURSE, requires_bubblewrap
 
-pytestmark = [requires_bubblewrap]
+pytestmark = [requires_bubblewrap, pytest.mark.skipif(
+    python_under_scratch(), reason="Python lives under the temporary folder (a venv in /tmp): "
+    "prepared kernels fall back to fresh ones there, see test_fallback_for_python_under_tmp")]
 
 LIMITS = Limits(cell_timeout_s=30, notebook_timeout_s=60, memory_mb=2048, max_processes=64,
                 max_file_mb=16, max_output_kb=64)
@@ -135,3 +139,10 @@ def test_assignment_settings_are_read(tmp_path):
     toml.write_text('prepared_kernels = false\nheavy_modules = ["json"]\n' + toml.read_text())
     loaded = load_assignment("toy", course)
     assert (loaded.prepared_kernels, loaded.heavy_modules) == (False, ("json",))
+
+
+def test_fallback_for_python_under_tmp(monkeypatch):
+    import grader.kernels as kernels
+
+    monkeypatch.setattr(kernels, "python_under_scratch", lambda: True)
+    assert kernels.provider_for("prepared", "bubblewrap", "cpu", (), object()) == "fresh"

@@ -28,11 +28,21 @@ WORK = REPO / "benchmarks" / "_work" / "nbgrader"
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def without_markers(source: Path) -> nbformat.NotebookNode:
+    """The solution without our ### BEGIN/END SOLUTION lines, which nbgrader would take
+    for its own solution regions and refuse outside its solution cells."""
+    notebook = nbformat.read(str(source), as_version=4)
+    for cell in notebook.cells:
+        cell.source = "\n".join(line for line in cell.source.split("\n")
+                                 if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    return notebook
+
+
 def personal_copies(source: Path, target: Path, count: int) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(count):
-        notebook = nbformat.read(str(source), as_version=4)
+        notebook = without_markers(source)
         notebook.cells.insert(0, nbformat.v4.new_markdown_cell(f"student {index}"))
         path = target / f"student{index:03d}.ipynb"
         nbformat.write(notebook, str(path))
@@ -55,7 +65,8 @@ def nbgrader_course(copies: list[Path], home: Path) -> Path:
     course = WORK / "course"
     shutil.rmtree(course, ignore_errors=True)
     (course / "source" / "mlp").mkdir(parents=True)
-    shutil.copy(REPO / "reference" / "mlp" / "mlp.ipynb", course / "source" / "mlp" / "mlp.ipynb")
+    nbformat.write(without_markers(REPO / "reference" / "mlp" / "mlp.ipynb"),
+                   str(course / "source" / "mlp" / "mlp.ipynb"))
     students = [p.stem for p in copies]
     for path in copies:
         target = course / "submitted" / path.stem / "mlp"
@@ -70,6 +81,13 @@ def nbgrader_course(copies: list[Path], home: Path) -> Path:
         "c.ExecutePreprocessor.timeout = 600\n"
         "c.Execute.timeout = 600\n")
     return course
+
+
+def _run_or_explain(argv: list[str], **kwargs) -> None:
+    """Run a step quietly; on failure show its output's end, then stop."""
+    done = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if done.returncode:
+        sys.exit(f"{' '.join(argv[2:])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
 def main() -> None:
@@ -91,12 +109,14 @@ def main() -> None:
 
     python = nbgrader_venv()
     course = nbgrader_course(copies, home)
-    env = {**os.environ, "HOME": str(home), "CUDA_VISIBLE_DEVICES": "-1"}
-    subprocess.run([str(python), "-m", "nbgrader", "generate_assignment", "mlp", "--force"],
-                   check=True, cwd=course, env=env, capture_output=True)
+    env = {**os.environ, "HOME": str(home), "CUDA_VISIBLE_DEVICES": "-1",
+           # nbgrader runs `alembic` from PATH: the venv's bin must come first
+           "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    _run_or_explain([str(python), "-m", "nbgrader", "generate_assignment", "mlp", "--force"],
+                    cwd=course, env=env)
     started = time.perf_counter()
-    subprocess.run([str(python), "-m", "nbgrader", "autograde", "mlp", "--force"],
-                   check=True, cwd=course, env=env, capture_output=True)
+    _run_or_explain([str(python), "-m", "nbgrader", "autograde", "mlp", "--force"],
+                    cwd=course, env=env)
     nbgrader_s = time.perf_counter() - started
     autograded = len(list((course / "autograded").glob("*/mlp/mlp.ipynb")))
 

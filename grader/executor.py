@@ -363,7 +363,6 @@ async def _run_cells(client: CappedNotebookClient, limits, cells: list[CellRun],
                      watchdog: Watchdog) -> tuple[Status, str]:
     deadline = time.monotonic() + limits.notebook_timeout_s
     status, message = Status.OK, ""
-    client.reset_execution_trackers = lambda: None  # keep our counters
     client.code_cells_executed = 0
     for index, cell in enumerate(client.nb.cells):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -467,6 +466,17 @@ async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:
 
 def _while_running(cells: list[CellRun]) -> str:
     return f" while cell {cells[-1].index + 1} ran" if cells else ""
+
+
+def unscored_result(assignment: Assignment, options: GradeOptions, student_id: str,
+                    status: Status, message: str, source_path: str = "") -> SubmissionResult:
+    """A submission that could not be run (no single notebook, a worker lost): every check
+    is reported as not run, with the reason."""
+    return SubmissionResult(
+        student_id=student_id, assignment=assignment.name, status=status, message=message,
+        score=0.0, max_score=_max_points(assignment, options),
+        checks=_not_run(assignment, options, "Not run: " + message), source_path=source_path,
+        graded_at=_now(), versions=versions())
 
 
 def _not_run(assignment: Assignment, options: GradeOptions, message: str) -> tuple[CheckResult, ...]:

@@ -34,7 +34,7 @@ from . import __version__, devices
 from .assignment import Assignment, load_assignment
 from .data import cache_root
 from .discovery import Submission, discover
-from .executor import GradeOptions, _now, cache_key, grade_submission, versions
+from .executor import GradeOptions, _now, cache_key, grade_submission, unscored_result
 from .gradebook import Gradebook
 from .results import Status, SubmissionResult
 
@@ -87,13 +87,8 @@ def _grade_in_worker(course_root: str, assignment_name: str, options: GradeOptio
 
 def _invalid(submission: Submission, assignment: Assignment,
              options: GradeOptions) -> SubmissionResult:
-    from .executor import _max_points, _not_run
-
-    return SubmissionResult(
-        student_id=submission.student_id, assignment=assignment.name, status=Status.INVALID,
-        message=submission.problem, score=0.0, max_score=_max_points(assignment, options),
-        checks=_not_run(assignment, options, "Not run: " + submission.problem),
-        graded_at=_now(), versions=versions())
+    return unscored_result(assignment, options, submission.student_id, Status.INVALID,
+                           submission.problem)
 
 
 class ResultStore:
@@ -273,15 +268,9 @@ def _outcome(future: Future, submission: Submission, assignment: Assignment,
     try:
         return future.result()
     except Exception as error:  # noqa: BLE001 - one bad submission never hurts the batch
-        from .executor import _max_points, _not_run
-
         message = f"The grader failed on this submission ({type(error).__name__}: {error})."
-        return SubmissionResult(
-            student_id=submission.student_id, assignment=assignment.name,
-            status=Status.GRADER_ERROR, message=message, score=0.0,
-            max_score=_max_points(assignment, options),
-            checks=_not_run(assignment, options, "Not run: " + message),
-            source_path=str(submission.path or ""), graded_at=_now(), versions=versions())
+        return unscored_result(assignment, options, submission.student_id, Status.GRADER_ERROR,
+                               message, str(submission.path or ""))
 
 
 def _scratch(out_dir: Path) -> Path:

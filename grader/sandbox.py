@@ -251,19 +251,6 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(descendants, timeout=3)
 
 
-def sandbox_processes_alive(io_dir: Path) -> list[int]:
-    """PIDs of processes whose command line names this sandbox's io folder (for tests)."""
-    marker = str(io_dir)
-    alive = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(marker in part for part in proc.info["cmdline"] or ()):
-                alive.append(proc.info["pid"])
-        except psutil.Error:
-            pass
-    return alive
-
-
 def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while pids and time.monotonic() < deadline:

@@ -122,9 +122,11 @@ class Expected:
     """Hidden expected values of one assignment: scalars, arrays and calibrated bands."""
 
     def __init__(self, values: dict[str, Any], arrays: dict[str, np.ndarray],
-                 bands: dict[str, Any], refuse: str = "", *, open_bands: bool = False):
+                 bands: dict[str, Any], refuse: str = "", *, open_bands: bool = False,
+                 device: str = "cpu"):
         self._values, self._arrays, self._bands, self._refuse = values, arrays, bands, refuse
         self._open_bands = open_bands
+        self.device = device
 
     @classmethod
     def load(cls, reference_directory: Path) -> Expected:
@@ -148,7 +150,14 @@ class Expected:
     def calibrating(self) -> Expected:
         """A copy whose :meth:`band` is open (``low = -inf``), for ``grader calibrate``:
         trained-quality checks then pass and report their metric, band or no band."""
-        return type(self)(self._values, self._arrays, self._bands, self._refuse, open_bands=True)
+        return type(self)(self._values, self._arrays, self._bands, self._refuse, open_bands=True,
+                          device=self.device)
+
+    def for_device(self, device: str) -> Expected:
+        """A copy whose :meth:`band` defaults to ``device``'s band (the executor passes the
+        device a submission is graded on, so checks need not know it)."""
+        return type(self)(self._values, self._arrays, self._bands, self._refuse,
+                          open_bands=self._open_bands, device=device.split(":")[0])
 
     def _guard(self) -> None:
         if self._refuse:
@@ -163,9 +172,11 @@ class Expected:
         self._guard()
         return self._arrays[key]
 
-    def band(self, metric: str, device: str = "cpu") -> Band:
-        """The calibrated band for ``metric``; per device class where they differ."""
+    def band(self, metric: str, device: str | None = None) -> Band:
+        """The calibrated band for ``metric`` on ``device`` (default: the device being graded,
+        see :meth:`for_device`); the cpu band where no band was calibrated for that device."""
         self._guard()
+        device = device or self.device
         if self._open_bands:
             return Band(metric=metric, low=float("-inf"), rule="calibrating: open band")
         per_device = self._bands.get(metric)

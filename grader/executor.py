@@ -439,8 +439,10 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         student = Student(transport, io_dir / "probes")
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
-        if options.calibrating and not options.public_only:
-            expected = expected.calibrating()
+        if not options.public_only:
+            expected = expected.for_device(options.device)
+            if options.calibrating:
+                expected = expected.calibrating()
         items = assignment.checks(public_only=options.public_only)
         return await asyncio.to_thread(run_checks, items, student, expected, alive)
     finally:

@@ -133,6 +133,17 @@ def test_a_calibrating_expected_opens_every_band():
         Expected.refusing("fake").calibrating().band("x")
 
 
+def test_bands_are_per_device_class_with_the_cpu_band_as_fallback():
+    bands = {"acc": {"cpu": {"low": 0.8}, "gpu": {"low": 0.85}}, "loss": {"cpu": {"low": 0.1}}}
+    expected = Expected({}, {}, bands)
+    assert expected.band("acc").low == 0.8  # cpu unless told
+    assert expected.band("acc", "gpu").low == 0.85
+    on_gpu = expected.for_device("gpu:1")  # the executor passes the device it graded on
+    assert on_gpu.band("acc").low == 0.85 and on_gpu.band("acc", "cpu").low == 0.8
+    assert on_gpu.band("loss").low == 0.1  # no gpu band calibrated: the cpu one
+    assert on_gpu.calibrating().device == "gpu"
+
+
 def test_format_runs_lists_every_seed():
     table = format_runs([RunRecord(1, "ok", "", {"score": 0.9}, (), 1.5),
                          RunRecord(2, "error", "boom", {}, ("q1.x: no",), 0.5)], ["score"])
@@ -242,6 +253,23 @@ def test_calibrate_end_to_end_writes_a_reproducible_band_that_fails_a_weaker_mod
     band = load_assignment("fake", course).expected.band("score")
     with pytest.raises(CheckFailed, match="expected at least"):
         assert_in_band(weakened[0].metrics["score"], band, what="score", fix="")
+
+
+def test_the_graded_device_picks_the_band(tmp_path):
+    from grader.executor import grade_submission
+
+    course = _fake_course(tmp_path / "course")
+    (course / "reference" / "fake" / "expected.json").write_text(json.dumps(
+        {"values": {}, "bands": {"score": {"cpu": {"low": 0.5}, "gpu": {"low": 0.99}}}}))
+    assignment = load_assignment("fake", course)
+    notebook = course / "reference" / "fake" / "fake.ipynb"
+    verdicts = {}
+    for device in ("cpu", "gpu:0"):  # gpu:0 without device nodes still runs on the CPU here
+        result = grade_submission(notebook, assignment, GradeOptions(sandbox="auto", device=device),
+                                  "ref")
+        verdicts[device] = {c.id: c.passed for c in result.checks}
+    assert verdicts["cpu"]["q1.score_in_band"] is True
+    assert verdicts["gpu:0"]["q1.score_in_band"] is False  # 0.9x is under the gpu band
 
 
 def test_calibrate_refuses_a_reference_that_fails_its_own_checks(tmp_path):

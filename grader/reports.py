@@ -11,6 +11,11 @@ and each is capped at :data:`OUTPUT_CAP` characters. A Content-Security-Policy a
 the page's own script (by hash), so even a slip in escaping cannot run injected code.
 Data the dashboard's script needs travels in a ``<script type="application/json">`` block
 made by :func:`script_json`, which escapes ``<``, ``>`` and ``&``.
+
+Trained-quality metrics (the records of :func:`grader.compare.assert_in_band`) are drawn
+as SVG strip plots by one layout function, :func:`_strip_plot`: on a feedback page the
+student's value against the reference runs and band; on the dashboard every student's
+value as a dot (:func:`metric_plots`), linked to their feedback page.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = [
     "Cluster",
     "cluster_failures",
     "feedback_filename",
+    "metric_plots",
     "rebuild",
     "score_histogram",
     "script_json",
@@ -299,21 +305,41 @@ def render_notebook(path: Path) -> dict[str, Any]:
     return {"cells": cells, "error": None}
 
 
-# ---------------------------------------------------------------- feedback page
+# ---------------------------------------------------------------- strip plots (both pages)
 
-def _strip_plot(metric: Mapping[str, Any] | None, width: int = 420, height: int = 64) -> dict | None:
-    """Coordinates for a strip plot of the reference runs, the band and the student's value."""
-    if not isinstance(metric, Mapping):
-        return None
-    reference = [v for v in (_number(x) for x in metric.get("reference") or ()) if v is not None]
-    value = _number(metric.get("value"))
-    low = _number(metric.get("low"))
-    high = _number(metric.get("high"))
+def _band(metric: Mapping[str, Any]) -> tuple[tuple[float, ...], float | None, float | None]:
+    """(reference values, low, high) of a metric record; non-finite numbers dropped."""
+    reference = tuple(v for v in (_number(x) for x in metric.get("reference") or ()) if v is not None)
+    low, high = _number(metric.get("low")), _number(metric.get("high"))
     band = metric.get("band")
     if isinstance(band, Mapping):  # tolerate {"band": {"low", "high"}}
         low = low if low is not None else _number(band.get("low"))
         high = high if high is not None else _number(band.get("high"))
-    known = reference + [v for v in (value, low, high) if v is not None]
+    return reference, low, high
+
+
+def _inside(value: float | None, low: float | None, high: float | None) -> bool:
+    return value is not None and (low is None or value >= low) and (high is None or value <= high)
+
+
+def _strip_plot(metric: Mapping[str, Any] | None, students: list[tuple[str, Any]] | None = None,
+                width: int = 420) -> dict | None:
+    """Coordinates for a strip plot of a trained-quality metric against its reference runs.
+
+    ``metric`` is a check's metric record (:func:`grader.compare.assert_in_band`:
+    ``name``, ``value``, ``low``, ``high``, ``reference``). Without ``students`` the plot
+    places the record's own value, as the feedback page shows it. With ``students``,
+    ``(student_id, value)`` pairs, it places every student's value as a dot in a row
+    under the reference runs, as the dashboard shows it; the record's ``value`` is then
+    ignored. Values that are not finite numbers are not placed."""
+    if not isinstance(metric, Mapping):
+        return None
+    reference, low, high = _band(metric)
+    class_view = students is not None
+    value = None if class_view else _number(metric.get("value"))
+    placed = sorted(((sid, v) for sid, v in ((s, _number(x)) for s, x in students or ())
+                     if v is not None), key=lambda pair: pair[1])
+    known = list(reference) + [v for v in (value, low, high) if v is not None] + [v for _, v in placed]
     if not known:
         return None
     lo, hi = min(known), max(known)
@@ -324,16 +350,22 @@ def _strip_plot(metric: Mapping[str, Any] | None, width: int = 420, height: int 
     def x(v: float) -> float:
         return round(left + (v - lo) / (hi - lo) * (right - left), 1)
 
+    # rows, top to bottom: (class view only: reference runs above the students), axis, ticks
+    top, reference_y, axis = (6, 17, 66) if class_view else (8, 26, 44)
     band_x0 = x(low) if low is not None else left
     band_x1 = x(high) if high is not None else right
-    inside = value is not None and (low is None or value >= low) and (high is None or value <= high)
     return {
-        "width": width, "height": height, "name": str(metric.get("name", "metric")),
-        "points": [{"x": x(v), "y": 26 + (i % 5 - 2) * 3, "v": v} for i, v in enumerate(reference)],
-        "band": (band_x0, max(band_x1 - band_x0, 1.0)),
-        "low": low, "high": high, "value": value, "value_x": x(value) if value is not None else None,
-        "inside": inside, "ticks": [(x(v), f"{v:.3g}") for v in _ticks(lo, hi)],
-        "n": len(reference),
+        "width": width, "height": axis + 20, "top": top, "axis": axis,
+        "name": str(metric.get("name", "metric")), "n": len(reference),
+        "points": [{"x": x(v), "y": reference_y + ((i % 3 - 1) * 3 if class_view else (i % 5 - 2) * 3),
+                    "v": v} for i, v in enumerate(reference)],
+        "students": [{"x": x(v), "y": 44 + (rank % 5 - 2) * 4, "v": v, "id": sid,
+                      "inside": _inside(v, low, high)} for rank, (sid, v) in enumerate(placed)],
+        "band": (band_x0, round(max(band_x1 - band_x0, 1.0), 1)),
+        "low": low, "high": high, "low_x": None if low is None else x(low),
+        "high_x": None if high is None else x(high),
+        "value": value, "value_x": x(value) if value is not None else None,
+        "inside": _inside(value, low, high), "ticks": [(x(v), f"{v:.3g}") for v in _ticks(lo, hi)],
     }
 
 
@@ -352,6 +384,37 @@ def _nice(raw: float) -> float:
             return factor * power
     return 10 * power
 
+
+def metric_plots(results: list[SubmissionResult], width: int = 560) -> list[dict[str, Any]]:
+    """One class strip plot per trained-quality check, in the order the checks first appear.
+
+    Every student whose check recorded a metric is a dot (checks that were not run have no
+    metric and are left out). The reference runs and band are the ones most students were
+    graded against; ``other_band`` counts students graded against a different one (an
+    earlier calibration, say) and ``not_number`` those whose value was NaN or infinite."""
+    groups: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for check in result.checks:
+            if not isinstance(check.metric, Mapping):
+                continue
+            group = groups.setdefault(check.id, {"check": check, "values": [], "bands": Counter()})
+            group["values"].append((result.student_id, check.metric.get("value")))
+            group["bands"][(str(check.metric.get("name", "metric")), *_band(check.metric))] += 1
+    plots = []
+    for check_id, group in groups.items():
+        (name, reference, low, high), count = group["bands"].most_common(1)[0]
+        plot = _strip_plot({"name": name, "reference": reference, "low": low, "high": high},
+                           group["values"], width)
+        if plot is None:
+            continue
+        plot.update(check=check_id, question=group["check"].question, hidden=group["check"].hidden,
+                    other_band=len(group["values"]) - count,
+                    not_number=len(group["values"]) - len(plot["students"]))
+        plots.append(plot)
+    return plots
+
+
+# ---------------------------------------------------------------- feedback page
 
 def _check_view(check: CheckResult) -> dict[str, Any]:
     return {"c": check, "plot": None if check.hidden else _strip_plot(check.metric)}
@@ -576,7 +639,8 @@ def write_dashboard(results: list[SubmissionResult], out_dir: Path,
         scores=_chart(score_histogram(results)),
         runtime=_chart(value_histogram(durations, "s")), runtime_summary=_summary(durations),
         memory=_chart(value_histogram(memories, "MB")), memory_summary=_summary(memories),
-        pass_rates=_pass_rates(results), clusters=cluster_failures(results)[:50],
+        pass_rates=_pass_rates(results), metrics=metric_plots(results),
+        clusters=cluster_failures(results)[:50],
         flagged=[r for r in results if r.status in FLAGGED],
         changes=None if history is None else _changes(results, history),
     )

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
@@ -207,6 +208,82 @@ def test_dashboard_shows_counts_links_and_flags(out):
         ("q1_output_shape", "3", "9"), ("q1_hidden_weights", "4", "9"), ("q2_accuracy", "2", "9")]
     assert 'href="feedback/alice.html"' in text
     assert "1 changed · 1 unchanged · 8 new · 1 no longer present" in text
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def class_strip(text: str) -> ET.Element:
+    """The dashboard's one metric strip plot, parsed."""
+    [svg] = re.findall(r'<svg class="strip class-strip".*?</svg>', text, re.S)
+    return ET.fromstring(svg)
+
+
+def test_dashboard_metric_plot_places_every_student_against_the_reference(tmp_path):
+    values = {"s-low": 0.2, "s-mid": 0.5, "s-edge": 0.8, "s-top": 0.9, "s-nan": float("nan")}
+    batch = [result(sid, Status.OK, [shape(True), accuracy(v)]) for sid, v in values.items()]
+    batch.append(result("s-timeout", Status.TIMEOUT, not_run("the notebook timed out")))
+    text = page_text(reports.write_dashboard(batch, tmp_path))
+    svg = class_strip(text)
+    assert svg.get("data-check") == "q2_accuracy"
+
+    links = svg.findall(f"{SVG}a")
+    dots = {a.get("data-student"): (a, a.find(f"{SVG}circle")) for a in links}
+    assert sorted(dots) == ["s-edge", "s-low", "s-mid", "s-top"]  # no NaN, no check not run
+    for sid, (a, circle) in dots.items():
+        assert a.get("href") == f"feedback/{sid}.html"
+        assert float(circle.get("data-value")) == values[sid]
+    assert dots["s-mid"][0].find(f"{SVG}title").text == "s-mid: 0.5 (outside the band)"
+    assert dots["s-edge"][0].find(f"{SVG}title").text == "s-edge: 0.8"  # the band includes its low
+    assert [dots[s][1].get("fill") for s in ("s-low", "s-mid", "s-edge", "s-top")] == \
+        ["#cf222e", "#cf222e", "#1a7f37", "#1a7f37"]
+
+    # one linear scale for students, reference runs and the band line, padded evenly
+    marks = [(values[sid], float(c.get("cx"))) for sid, (_, c) in dots.items()]
+    diamonds = svg.findall(f"{SVG}path[@class='reference']")
+    assert [float(d.get("data-value")) for d in diamonds] == ACCURACY_BAND["reference"]
+    marks += [(float(d.get("data-value")), float(re.match(r"M([\d.]+),", d.get("d")).group(1)))
+              for d in diamonds]
+    (v0, x0), (v1, x1) = min(marks), max(marks)
+    assert (v0, v1) == (0.2, 0.9) and x0 > 12 and x1 < 548
+    assert abs((x0 - 12) - (548 - x1)) <= 0.1
+    for v, x in marks:
+        assert x == pytest.approx(x0 + (v - v0) / (v1 - v0) * (x1 - x0), abs=0.1)
+    [low] = svg.findall(f"{SVG}line[@class='band-low']")
+    assert low.get("x1") == low.get("x2") == dots["s-edge"][1].get("cx")
+    assert low.find(f"{SVG}title").text == "band low: 0.8"
+    assert svg.findall(f"{SVG}line[@class='band-high']") == []
+
+    caption = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "",
+                     re.search(r'<figcaption[^>]*id="metric-caption-1">(.*?)</figcaption>',
+                               text, re.S).group(1))).strip()
+    assert caption == ("val_accuracy (check q2_accuracy, q2): 4 students as dots (green inside the "
+                       "band, red outside; each links to its feedback page), 5 reference runs as "
+                       "grey diamonds, band low 0.8 as the dashed line. 1 value not a number, "
+                       "not shown.")
+
+
+def test_dashboard_metric_plot_uses_the_band_most_students_had(tmp_path):
+    recalibrated = {**ACCURACY_BAND, "low": 0.7, "reference": [0.75, 0.76], "value": 0.72}
+    old = CheckResult(id="q2_accuracy", question="q2", points=3, score=3, passed=True,
+                      hidden=False, message="", metric=recalibrated)
+    batch = [result("a", Status.OK, [accuracy(0.85)]), result("b", Status.OK, [accuracy(0.75)]),
+             result("c", Status.OK, [old])]
+    text = page_text(reports.write_dashboard(batch, tmp_path))
+    svg = class_strip(text)
+    assert len(svg.findall(f"{SVG}path[@class='reference']")) == 5
+    assert svg.find(f"{SVG}line[@class='band-low']/{SVG}title").text == "band low: 0.8"
+    assert len(svg.findall(f"{SVG}a")) == 3
+    assert "1 student graded against a different band" in text
+
+
+def test_dashboard_without_trained_quality_metrics_has_no_metric_section(tmp_path):
+    batch = [result("a", Status.OK, [shape(True), hidden(True)]),
+             result("b", Status.TIMEOUT, not_run("the notebook timed out"))]
+    text = page_text(reports.write_dashboard(batch, tmp_path))
+    assert 'id="metrics"' not in text and '<svg class="strip' not in text
+    assert "Trained-quality metrics" not in text
+    assert reports.metric_plots(batch) == []
 
 
 def test_dashboard_escapes_hostile_student_id(out):

@@ -83,7 +83,8 @@ def test_dashboard_sorts_filters_and_links(page, out):
     assert column(page, 0) == ["carol"]
     page.fill("#filter", "")
     assert len(column(page, 0)) == 10
-    hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    hrefs = page.eval_on_selector_all(  # an SVG <a>'s href is an SVGAnimatedString
+        "a[href]", "links => links.map(a => new URL(a.getAttribute('href'), document.baseURI).href)")
     assert hrefs
     for href in hrefs:
         url = urlparse(href)
@@ -109,6 +110,36 @@ def test_dashboard_histogram_and_clusters_show_known_counts(page, out):
     flagged = page.eval_on_selector_all("#flagged tr[data-status]", "rows => rows.length")
     assert flagged == 5
     assert "1 changed" in page.text_content("#changes-summary")
+    assert page.problems == []
+
+
+def test_dashboard_metric_plot_shows_each_student_against_the_reference(page, out):
+    open_page(page, out / "index.html")
+    plot = page.locator("#metrics svg.class-strip")
+    assert plot.count() == 1 and plot.is_visible()
+    box = plot.bounding_box()
+    assert box["width"] > 300 and box["height"] > 50
+    centres = page.eval_on_selector_all(
+        "#metrics svg.class-strip a", """links => links.map(a => {
+            const r = a.querySelector('circle').getBoundingClientRect();
+            return [a.getAttribute('data-student'), r.left + r.width / 2, r.top + r.height / 2,
+                    r.width, a.querySelector('title').textContent];
+        })""")
+    assert len(centres) == 5  # alice, bob, carol, ivan and the hostile id; the rest never ran q2
+    by_value = sorted(centres, key=lambda c: c[1])
+    assert [c[0] for c in by_value] == [HOSTILE_ID, "carol", "ivan", "bob", "alice"]
+    for _, x, y, width, _ in centres:
+        assert box["x"] < x < box["x"] + box["width"] and box["y"] < y < box["y"] + box["height"]
+        assert width > 4
+    assert by_value[1][4] == "carol: 0.41 (outside the band)"
+    assert page.locator("#metrics svg.class-strip path.reference").count() == 5
+    low = page.locator("#metrics svg.class-strip line.band-low").evaluate(
+        "l => { const r = l.getBoundingClientRect(); return r.left + r.width / 2; }")
+    assert by_value[2][1] < low < by_value[3][1]  # ivan (0.55) below the band, bob (0.85) in it
+    assert "5 students as dots" in page.text_content("#metrics figcaption")
+    page.locator('#metrics svg.class-strip a[data-student="carol"]').click()
+    page.wait_for_load_state("load")
+    assert Path(unquote(urlparse(page.url).path)).name == "carol.html"
     assert page.problems == []
 
 

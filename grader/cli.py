@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fresh: a new Python per kernel; prepared: kernels forked from a "
                      "per-worker process that imported TensorFlow once (default: "
                      "$GRADER_KERNEL_PROVIDER or fresh)")
+    run.add_argument("--no-warm-kernels", action="store_true",
+                     help="start each kernel only when its submission's turn comes (default: "
+                     "each worker starts its next kernel while the current notebook runs)")
     run.add_argument("--no-cache", action="store_true", help="execute every submission again")
     run.add_argument("--no-reports", action="store_true", help="skip the HTML pages and exports")
 
@@ -120,7 +123,8 @@ def cmd_run(args) -> ExitCode:
         if warning:
             print(warning, file=sys.stderr)
         sandbox, device = (mode if mode == "off" else args.sandbox), _device(args.device)
-    options = GradeOptions(sandbox=sandbox, device=device, data_dir=args.data_dir)
+    options = GradeOptions(sandbox=sandbox, device=device, data_dir=args.data_dir,
+                           warm_kernels=not (args.no_warm_kernels or args.scheduler))
     if args.kernel_provider:
         options = replace(options, kernel_provider=args.kernel_provider)
     summary = run_batch(args.submissions, assignment, args.out, options, args.workers,

@@ -82,7 +82,9 @@ def grade_on_cluster(pending: list[Submission], assignment: Assignment, options:
         course = client.submit(_course_zip_bytes, pack_assignment(assignment), pure=False,
                                key=f"tf-grader-course-{assignment.name}-{os.getpid()}-{id(futures)}")
         # On the worker, these paths are its own; the coordinator writes OUT/.
-        remote = replace(options, executed_dir=None, scratch_root=None)
+        # No warm kernels on Dask workers: tasks run in worker threads, and a spare kernel
+        # would outlive the batch in a long-lived worker.
+        remote = replace(options, executed_dir=None, scratch_root=None, warm_kernels=False)
         folder = assignment.directory.name
         for submission in pending:
             future = client.submit(_grade_remote, course, folder, remote, submission,

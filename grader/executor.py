@@ -19,6 +19,8 @@ import asyncio
 import datetime as _dt
 import hashlib
 import json
+import multiprocessing.util
+import os
 import re
 import shutil
 import sys
@@ -61,6 +63,9 @@ class GradeOptions:
     calibrating: bool = False  # bands open: trained-quality checks report, never fail
     # fresh | prepared (kernels forked from a per-worker zygote; see grader.kernels)
     kernel_provider: str = field(default_factory=kernels.default_provider)
+    # Keep one kernel started ahead in this process for the next submission (the batch
+    # runner's worker processes; see _Spare). Each kernel still grades one submission.
+    warm_kernels: bool = False
 
 
 def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
@@ -159,6 +164,163 @@ class CappedNotebookClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
+@dataclass(frozen=True)
+class _KernelSetup:
+    """Everything a kernel's sandbox depends on except the submission itself. A kernel
+    started ahead (:class:`_Spare`) is used only for a submission with the same setup."""
+
+    mode: str
+    provider: str
+    datasets: tuple[tuple[str, Path], ...]
+    memory_mb: int
+    max_processes: int
+    max_file_mb: int
+    gpu_devices: tuple[str, ...]
+    kernel_env: tuple[tuple[str, str], ...]
+    heavy_modules: tuple[str, ...]
+    scratch_root: Path | None
+
+    @classmethod
+    def of(cls, assignment: Assignment, options: GradeOptions, mode: str,
+           datasets: dict[str, Path], provider: str) -> _KernelSetup:
+        limits = options.limits or assignment.limits
+        return cls(mode, provider, tuple(sorted(datasets.items())), limits.memory_mb,
+                   limits.max_processes, limits.max_file_mb, tuple(options.gpu_devices),
+                   tuple(options.kernel_env), tuple(assignment.heavy_modules),
+                   options.scratch_root)
+
+
+class _Kernel:
+    """One sandboxed kernel and its scratch folder: used for one submission, then removed."""
+
+    def __init__(self, setup: _KernelSetup):
+        self.setup = setup
+        self.was_spare = False  # started ahead, while the previous submission ran
+        self.log = None
+        self.scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=setup.scratch_root)).resolve()
+        self.work, self.io_dir, mounts = _prepare_scratch(self.scratch, setup.mode,
+                                                          dict(setup.datasets))
+        self.spec = SandboxSpec(mode=setup.mode, work_dir=self.work, io_dir=self.io_dir,
+                                data_mounts=mounts, memory_mb=setup.memory_mb,
+                                max_processes=setup.max_processes, max_file_mb=setup.max_file_mb,
+                                gpu_devices=setup.gpu_devices, extra_env=dict(setup.kernel_env))
+        connection = dict(transport="ipc", ip=str(self.io_dir / "kernel"),
+                          connection_file=str(self.io_dir / "kernel.json"))
+        if setup.provider == "prepared":
+            self.km = kernels.prepared_kernel_manager(SandboxedKernelManager, self.spec,
+                                                      setup.heavy_modules, **connection)
+        else:
+            self.km = SandboxedKernelManager(**connection)
+            self.km.configure(self.spec)
+
+    async def launch(self) -> None:
+        """Start the kernel process; it boots on its own (the client waits for it later)."""
+        # The kernel's own stdout/stderr (TensorFlow's C++ start-up logs) go to a file in
+        # the scratch folder, not to the instructor's terminal.
+        self.log = open(self.scratch / "kernel.log", "wb")  # noqa: SIM115 - closed in remove()
+        # What nbclient's start_new_kernel would pass: no history file for a graded kernel.
+        await self.km.start_kernel(extra_arguments=["--HistoryManager.hist_file=:memory:"],
+                                   env=self.spec.environment(), cwd=str(self.work),
+                                   stdout=self.log, stderr=self.log)
+
+    @property
+    def process(self):
+        return getattr(getattr(self.km, "provisioner", None), "process", None)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def shadows_preloaded_modules(self) -> bool:
+        """A kernel forked from the zygote cannot see a submission's ``numpy.py``; such a
+        submission needs a fresh kernel (see :mod:`grader.kernels`)."""
+        return getattr(self.km, "kernel_provider", "") == "prepared" and \
+            bool(kernels.shadowed_by(self.work))
+
+    def remove(self) -> None:
+        """Delete the scratch and io folders (the kernel has been shut down or killed)."""
+        if self.log is not None:
+            self.log.close()
+        io_link = self.scratch / "io"
+        if io_link.is_symlink():
+            shutil.rmtree(io_link.resolve(), ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Kill a kernel that graded nothing, and remove its folders."""
+        if self.process is not None:
+            kill_tree(self.process.pid)
+        self.remove()
+
+
+class _Spare:
+    """The warm pool: at most one kernel per worker process, started while the current
+    submission runs, so that the next submission finds its kernel booted.
+
+    A spare is a kernel like any other: its own sandbox and scratch folder, launched
+    before its submission is known and given that submission's files (copied into its
+    working directory, which is bound into the sandbox) before any cell runs. It never
+    serves two submissions. It is killed, unused, when the setup changes, and when the
+    worker process exits (a multiprocessing finalizer: the batch runner's workers)."""
+
+    kernel: _Kernel | None = None
+    owner = 0  # the process the spare belongs to (a forked child inherits a stale copy)
+
+    @classmethod
+    def take(cls, setup: _KernelSetup) -> _Kernel | None:
+        kernel, cls.kernel = cls._mine(), None
+        if kernel is None:
+            return None
+        if kernel.setup != setup or not kernel.alive():
+            kernel.discard()
+            return None
+        kernel.was_spare = True
+        return kernel
+
+    @classmethod
+    async def prepare(cls, setup: _KernelSetup) -> None:
+        cls.release()
+        kernel = _Kernel(setup)
+        try:
+            await kernel.launch()
+        except Exception:  # noqa: BLE001 - the next submission starts its own kernel
+            kernel.discard()
+            return
+        if cls.owner != os.getpid():
+            cls.owner = os.getpid()
+            multiprocessing.util.Finalize(None, cls.release, exitpriority=110)
+        cls.kernel = kernel
+
+    @classmethod
+    def release(cls) -> None:
+        """Kill this process's spare kernel, if it has one."""
+        kernel, cls.kernel = cls._mine(), None
+        if kernel is not None:
+            kernel.discard()
+
+    @classmethod
+    def _mine(cls) -> _Kernel | None:
+        if cls.owner != os.getpid():
+            cls.kernel = None  # inherited through fork: the parent's spare, not ours
+        return cls.kernel
+
+
+class _Loop:
+    loop: asyncio.AbstractEventLoop | None = None
+    owner = 0
+
+
+def _worker_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, kept between submissions: a spare kernel's manager is
+    started in one submission's run and used in the next one's."""
+    if _Loop.owner != os.getpid() or _Loop.loop is None or _Loop.loop.is_closed():
+        _Loop.loop, _Loop.owner = asyncio.new_event_loop(), os.getpid()
+        asyncio.set_event_loop(_Loop.loop)
+    return _Loop.loop
+
+
+release_spare_kernel = _Spare.release
+
+
 def grade_submission(notebook_path: Path, assignment: Assignment, options: GradeOptions,
                      student_id: str, *, with_folder: bool = False) -> SubmissionResult:
     """Grade one notebook. Never raises for the student's faults.
@@ -188,16 +350,9 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
     mode, _warning = resolve_mode(options.sandbox)
     provider = kernels.provider_for(options.kernel_provider, mode, options.device,
                                     options.gpu_devices, assignment)
-    scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=options.scratch_root)).resolve()
-    try:
-        result = asyncio.run(_execute_and_check(notebook, notebook_path, with_folder, assignment,
-                                                options, mode, datasets, scratch, base,
-                                                provider))
-    finally:
-        io_link = scratch / "io"
-        if io_link.is_symlink():
-            shutil.rmtree(io_link.resolve(), ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+    run = _execute_and_check(notebook, notebook_path, with_folder, assignment, options, mode,
+                             datasets, base, provider)
+    result = _worker_loop().run_until_complete(run) if options.warm_kernels else asyncio.run(run)
     message = " ".join([result.message, *notes]).strip()
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
 
@@ -218,14 +373,14 @@ def cache_key(raw: bytes, assignment: Assignment) -> str:
     return digest.hexdigest()[:32]
 
 
-def _prepare_scratch(notebook_path: Path, with_folder: bool, scratch: Path, mode: str,
-                     datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
+def _prepare_scratch(scratch: Path, mode: str, datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
+    """The kernel's folders under ``scratch``: ``work`` (its working directory, where the
+    submission is copied), ``home``, and ``io`` (a link to a short path for its sockets)."""
     work, io_dir, home = scratch / "work", scratch / "io", scratch / "home"
     for folder in (work, home):
         folder.mkdir()
     io_dir.symlink_to(_short_io_dir(), target_is_directory=True)
     io_dir = io_dir.resolve()
-    _copy_submission(notebook_path, with_folder, work)
     mounts = []
     if "mnist" in datasets:
         mounts.append((datasets["mnist"].parent, "~/.keras/datasets"))
@@ -271,46 +426,42 @@ def _copy_submission(notebook_path: Path, with_folder: bool, work: Path) -> None
 
 async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
                              assignment: Assignment, options: GradeOptions, mode: str,
-                             datasets: dict[str, Path], scratch: Path,
-                             base: dict, provider: str = "fresh") -> SubmissionResult:
+                             datasets: dict[str, Path], base: dict,
+                             provider: str = "fresh") -> SubmissionResult:
     limits = options.limits or assignment.limits
     timings: dict[str, float] = {}
-    work, io_dir, mounts = _prepare_scratch(notebook_path, with_folder, scratch, mode, datasets)
-    spec = SandboxSpec(mode=mode, work_dir=work, io_dir=io_dir, data_mounts=mounts,
-                       memory_mb=limits.memory_mb, max_processes=limits.max_processes,
-                       max_file_mb=limits.max_file_mb, gpu_devices=options.gpu_devices,
-                       extra_env=dict(options.kernel_env))
-    if provider == "prepared":
-        km = kernels.prepared_kernel_manager(
-            SandboxedKernelManager, spec, assignment.heavy_modules,
-            transport="ipc", ip=str(io_dir / "kernel"), connection_file=str(io_dir / "kernel.json"))
-    else:
-        km = SandboxedKernelManager(transport="ipc", ip=str(io_dir / "kernel"),
-                                    connection_file=str(io_dir / "kernel.json"))
-        km.configure(spec)
+    t0 = time.perf_counter()
+    setup = _KernelSetup.of(assignment, options, mode, datasets, provider)
+    kernel = _Spare.take(setup) if options.warm_kernels else None
+    if kernel is not None:
+        _copy_submission(notebook_path, with_folder, kernel.work)
+        if kernel.shadows_preloaded_modules():  # a fresh kernel then, as the cold path does
+            kernel.discard()
+            kernel = None
+    if kernel is None:
+        kernel = _Kernel(setup)
+        _copy_submission(notebook_path, with_folder, kernel.work)
+    km, io_dir = kernel.km, kernel.io_dir
     client = CappedNotebookClient(
         notebook, km=km, timeout=int(limits.cell_timeout_s), allow_errors=True,
         record_timing=True, interrupt_on_timeout=True, startup_timeout=60,
         error_on_timeout={"ename": "CellTimeoutError", "evalue": "", "traceback": []},
         max_output_bytes=limits.max_output_kb * 1024, shutdown_kernel="immediate",
-        resources={"metadata": {"path": spec.cwd_inside}},
+        resources={"metadata": {"path": kernel.spec.cwd_inside}},
     )
     cells: list[CellRun] = []
     status, message = Status.OK, ""
     watchdog = None
     checks: list[CheckResult] = []
-    t0 = time.perf_counter()
-    kernel_log = None
     try:
-        # The kernel process's own stdout/stderr (TensorFlow's C++ start-up logs) go to a
-        # file in the scratch folder, not to the instructor's terminal.
-        kernel_log = open(work.parent / "kernel.log", "wb")  # noqa: SIM115 - closed below
-        await client.async_start_new_kernel(env=spec.environment(), cwd=str(work),
-                                            stdout=kernel_log, stderr=kernel_log)
+        if not kernel.was_spare:
+            await kernel.launch()
         watchdog = Watchdog(km.provisioner.process.pid, limits.memory_mb, limits.max_processes)
         watchdog.start()
         await client.async_start_new_kernel_client()
         timings["kernel_start"] = time.perf_counter() - t0
+        if options.warm_kernels:  # the next submission's kernel boots while this one runs
+            await _Spare.prepare(setup)
         t1 = time.perf_counter()
         status, message = await _run_cells(client, limits, cells, watchdog)
         timings["cells"] = time.perf_counter() - t1
@@ -333,8 +484,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t3 = time.perf_counter()
         await _shutdown(client, km)
         usage = watchdog.stop() if watchdog else None
-        if kernel_log is not None:
-            kernel_log.close()
+        kernel.remove()
         timings["shutdown"] = time.perf_counter() - t3
     if usage and usage.killed_for:
         status = Status.MEMORY
@@ -354,7 +504,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         cells=tuple(cells), timings={k: round(v, 3) for k, v in timings.items()},
         peak_memory_mb=round(usage.peak_rss_mb, 1) if usage else 0.0, sandbox=mode,
         device=options.device, executed_notebook=executed,
-        kernel_provider=getattr(km, "kernel_provider", "fresh"),
+        kernel_provider=getattr(km, "kernel_provider", "fresh"), warm_kernel=kernel.was_spare,
         **{**base, "score": score, "max_score": max_score},
     )
 

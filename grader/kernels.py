@@ -238,6 +238,14 @@ def zygote_for(spec: SandboxSpec, heavy: tuple[str, ...]) -> Zygote:
     return current
 
 
+def shadowed_by(work: Path) -> list[str]:
+    """The files in ``work`` that would shadow a module this process's zygote preloaded."""
+    current = _Current.zygote
+    if current is None or current.owner != os.getpid():
+        return []
+    return current.shadowed(work)
+
+
 def stop_zygote() -> None:
     """Stop this process's zygote, if it has one (it is restarted when needed)."""
     current, _Current.zygote = _Current.zygote, None

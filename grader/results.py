@@ -101,6 +101,7 @@ class SubmissionResult:
     sandbox: str = "off"  # "bubblewrap" or "off"
     device: str = "cpu"
     kernel_provider: str = "fresh"
+    warm_kernel: bool = False  # the kernel was started ahead, while the previous one ran
     versions: dict[str, str] = field(default_factory=dict)
     graded_at: str = ""
     executed_notebook: str | None = None  # path, relative to OUT, of the executed copy

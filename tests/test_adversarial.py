@@ -99,7 +99,8 @@ def batch(tmp_path_factory, toy_module):
     out = root / "out"
     try:
         summary = run_batch(submissions, toy_module, out,
-                            GradeOptions(sandbox="required", limits=FAST_LIMITS), workers=2,
+                            GradeOptions(sandbox="required", limits=FAST_LIMITS,
+                                         warm_kernels=True), workers=2,
                             use_cache=False, progress=False)
     finally:
         listener.close()
@@ -132,6 +133,14 @@ def test_good_submissions_score_as_when_graded_alone(batch, toy_module, tmp_path
         result = batch["results"][name]
         assert (result.status, result.score) == (alone.status, alone.score)
         assert [c.passed for c in result.checks] == [c.passed for c in alone.checks]
+
+
+def test_the_batch_ran_on_warm_kernels(batch):
+    # The batch above is graded as `grader run` grades: each worker starts its next kernel
+    # while the current notebook runs, so these attacks also ran next to a waiting kernel.
+    with_kernel = [r for r in batch["results"].values() if "kernel_start" in r.timings]
+    cold = [r.student_id for r in with_kernel if not r.warm_kernel]
+    assert len(with_kernel) == 19 and len(cold) == 2, cold  # each worker's first is cold
 
 
 @pytest.mark.parametrize("name, status, message", [

@@ -113,6 +113,31 @@ def test_the_zygote_is_reused_and_each_kernel_is_new(toy, tmp_path):
         assert (pid, parent) == ("2", "1"), line
 
 
+@pytest.mark.slow
+def test_warm_forked_kernels_stay_isolated_and_respect_shadowing(toy, tmp_path):
+    """Warm kernels forked ahead of their submission: a tampering notebook does not reach
+    the next (warm) one, and a submission with its own numpy.py gets a fresh kernel."""
+    from grader.executor import release_spare_kernel
+
+    options = _options(tmp_path, warm_kernels=True)
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    _write(shadow / "work.ipynb")
+    (shadow / "numpy.py").write_text("raise ImportError('this numpy.py shadows the real numpy')\n")
+    try:
+        tamper = grade_submission(_write(tmp_path / "tamper.ipynb", TAMPER), toy, options, "t")
+        pristine = grade_submission(_write(tmp_path / "pristine.ipynb", PRISTINE), toy, options,
+                                    "p")
+        shadowed = grade_submission(shadow / "work.ipynb", toy, options, "s", with_folder=True)
+    finally:
+        release_spare_kernel()
+    assert (tamper.warm_kernel, tamper.kernel_provider) == (False, "prepared")
+    assert (pristine.warm_kernel, pristine.kernel_provider) == (True, "prepared")
+    assert pristine.status is Status.OK and pristine.score == 5, pristine.message
+    assert (shadowed.warm_kernel, shadowed.kernel_provider) == (False, "fresh")
+    assert shadowed.status is Status.ERROR and "shadows the real numpy" in shadowed.message
+
+
 def test_fresh_kernels_where_forking_is_not_safe(toy):
     assert kernels.provider_for("prepared", "bubblewrap", "gpu", (), toy) == "fresh"
     assert kernels.provider_for("prepared", "off", "cpu", (), toy) == "fresh"

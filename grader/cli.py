@@ -127,10 +127,18 @@ def cmd_run(args) -> ExitCode:
                            warm_kernels=not (args.no_warm_kernels or args.scheduler))
     if args.kernel_provider:
         options = replace(options, kernel_provider=args.kernel_provider)
-    summary = run_batch(args.submissions, assignment, args.out, options, args.workers,
-                        use_cache=not args.no_cache, scheduler=args.scheduler)
-    if not args.no_reports:
-        _write_reports(args.out)
+    feedback = _feedback_writer(args.out, enabled=not args.no_reports)
+    try:
+        summary = run_batch(args.submissions, assignment, args.out, options, args.workers,
+                            use_cache=not args.no_cache, scheduler=args.scheduler,
+                            on_result=feedback.submit if feedback else None)
+    finally:
+        if feedback:
+            feedback.close()
+    if feedback:
+        from .reports import rebuild
+
+        rebuild(args.out, feedback_written=feedback.written)
     _print_summary(summary, args.out)
     return ExitCode.SUBMISSIONS_NOT_GRADED if summary.grader_errors else ExitCode.OK
 
@@ -148,12 +156,15 @@ def _require_distributed() -> None:
         raise GraderError("--scheduler needs Dask: pip install 'tf-grader[dask]'") from None
 
 
-def _write_reports(out: Path) -> None:
+def _feedback_writer(out: Path, enabled: bool):
+    """Feedback pages rendered as results arrive, off the grading path (None: no reports)."""
+    if not enabled:
+        return None
     try:
-        from .reports import rebuild
+        from .reports import FeedbackWriter
     except ImportError:  # reports not installed in this build
-        return
-    rebuild(out)
+        return None
+    return FeedbackWriter(out)
 
 
 def _print_summary(summary, out: Path) -> None:

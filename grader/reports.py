@@ -3,6 +3,8 @@
     write_feedback(result, OUT, executed)  -> OUT/feedback/<student>.html
     write_dashboard(results, OUT, history) -> OUT/index.html
     rebuild(OUT)                           -> re-renders both and the exports from OUT/results/*.json
+    FeedbackWriter(OUT)                    -> feedback pages rendered in the background as
+                                              results arrive (``grader run``)
 
 The pages are self-contained (inline CSS, JS and SVG; no network) and open from file://.
 Everything that comes from a student (ids, file names, outputs, error messages) is escaped
@@ -47,6 +49,7 @@ __all__ = [
     "FLAGGED",
     "OUTPUT_CAP",
     "Cluster",
+    "FeedbackWriter",
     "cluster_failures",
     "feedback_filename",
     "metric_plots",
@@ -670,9 +673,13 @@ def load_results(out_dir: Path) -> list[SubmissionResult]:
     return results
 
 
-def rebuild(out_dir: Path, history: dict | None = None) -> int:
+def rebuild(out_dir: Path, history: dict | None = None, *,
+            feedback_written: frozenset[str] = frozenset()) -> int:
     """Re-render every feedback page, the dashboard and the exports from
-    ``OUT/results/*.json`` without executing anything; return how many results were read."""
+    ``OUT/results/*.json`` without executing anything; return how many results were read.
+
+    ``feedback_written``: students whose page is already up to date (written by a
+    :class:`FeedbackWriter` during the run); only the others' pages are rendered."""
     from .exports import write_exports
 
     out_dir = Path(out_dir)
@@ -682,10 +689,54 @@ def rebuild(out_dir: Path, history: dict | None = None) -> int:
     if history is None:
         history = _gradebook_history(out_dir / "gradebook.sqlite", assignment)
     for result in results:
-        write_feedback(result, out_dir, _executed_path(result, out_dir))
+        if result.student_id not in feedback_written:
+            write_feedback(result, out_dir, _executed_path(result, out_dir))
     write_dashboard(results, out_dir, history)
     write_exports(results, out_dir, assignment)
     return len(results)
+
+
+class FeedbackWriter:
+    """Renders each feedback page on a background thread as its result arrives, so that
+    ``grader run`` never waits for HTML between submissions; only the dashboard and the
+    exports, which need every result, are written at the end.
+
+        with FeedbackWriter(out) as feedback:
+            run_batch(..., on_result=feedback.submit)
+        rebuild(out, feedback_written=feedback.written)
+
+    A page that fails to render is logged and left to :func:`rebuild`."""
+
+    def __init__(self, out_dir: Path):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out_dir = Path(out_dir)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="feedback")
+        self._written: set[str] = set()
+
+    def submit(self, result: SubmissionResult, cached: bool = False) -> None:
+        self._pool.submit(self._write, result)
+
+    def _write(self, result: SubmissionResult) -> None:
+        try:
+            write_feedback(result, self.out_dir, _executed_path(result, self.out_dir))
+        except Exception:  # noqa: BLE001 - rebuild() renders it again at the end
+            log.exception("feedback page for %s failed", result.student_id)
+            return
+        self._written.add(result.student_id)
+
+    @property
+    def written(self) -> frozenset[str]:
+        return frozenset(self._written)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> FeedbackWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _gradebook_history(path: Path, assignment: str) -> dict | None:

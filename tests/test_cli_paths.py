@@ -16,7 +16,7 @@ def test_relative_submissions_and_out_paths(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "ann,toy,5,5,ok" in (tmp_path / "out" / "grades.csv").read_text()
     assert (tmp_path / "out" / "index.html").exists()
-    assert (tmp_path / "out" / "feedback").is_dir()
+    assert "ann" in (tmp_path / "out" / "feedback" / "ann.html").read_text()
 
 
 def test_a_virtual_environment_under_tmp_stays_visible_in_the_sandbox(tmp_path):

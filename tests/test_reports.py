@@ -381,6 +381,25 @@ def test_rebuild_rewrites_pages_and_exports_from_results(out):
     assert (out / "exports" / "gradescope" / "alice" / "results.json").is_file()
 
 
+def test_feedback_writer_renders_pages_as_results_arrive_and_rebuild_skips_them(tmp_path):
+    batch = make_batch()
+    (tmp_path / "results").mkdir()
+    for r in batch:
+        (tmp_path / "results" / f"{reports.feedback_filename(r.student_id)}.json").write_text(
+            r.to_json())
+    with reports.FeedbackWriter(tmp_path) as feedback:
+        for r in batch[:4]:
+            feedback.submit(r, False)
+    assert feedback.written == {r.student_id for r in batch[:4]}
+    page = tmp_path / "feedback" / f"{reports.feedback_filename(batch[0].student_id)}.html"
+    assert batch[0].student_id in page_text(page)
+    page.write_text("written during the run")  # a marker: rebuild must leave this page alone
+    assert reports.rebuild(tmp_path, feedback_written=feedback.written) == len(batch)
+    assert page.read_text() == "written during the run"
+    assert len(list((tmp_path / "feedback").glob("*.html"))) == len(batch)
+    assert (tmp_path / "index.html").is_file()
+
+
 def test_rebuild_reads_regrade_history_from_the_gradebook(tmp_path):
     from grader.gradebook import Gradebook
 

@@ -33,6 +33,9 @@ def load_module(path: Path, name: str):
     return module
 
 
+BORDERLINE_MARGIN = 0.02  # how close to the band's low end a borderline metric must be
+
+
 class Practical:
     """One practical: its reference, its fixture notebooks and what grading each must give.
 
@@ -41,12 +44,16 @@ class Practical:
     ``accuracy_check``: the hidden check that measures the trained model;
     ``failed_accuracy``: (a notebook that fails it, a bound its value stays under, or None,
     text its message must contain); ``data_dir``: passed to the grader; ``skip_grading``:
-    why the notebooks cannot be graded here, if they cannot.
+    why the notebooks cannot be graded here, if they cannot; ``borderline``: notebook ->
+    {trained-quality check id: why} for a mistake whose model lands within
+    :data:`BORDERLINE_MARGIN` of the calibrated band, where the float results of another
+    CPU could fall on either side: that check may pass or fail, its metric must be near the band.
     """
 
     def __init__(self, name: str, expected: dict, all_checks, *, max_score: float,
                  accuracy_check: str, failed_accuracy: tuple[str, float | None, str],
-                 data_dir: Path | None = None, skip_grading: str | None = None):
+                 data_dir: Path | None = None, skip_grading: str | None = None,
+                 borderline: dict[str, dict[str, str]] | None = None):
         self.name = name
         self.expected = expected
         self.all_checks = set(all_checks)
@@ -55,6 +62,7 @@ class Practical:
         self.failed_accuracy = failed_accuracy
         self.data_dir = data_dir
         self.skip_grading = skip_grading
+        self.borderline = borderline or {}
         self.fixtures = REPO / "tests" / "fixtures" / "submissions" / name
         self.reference = REPO / "reference" / name / f"{name}.ipynb"
 
@@ -110,7 +118,12 @@ class Practical:
             assert {c.id for c in result.checks} == self.all_checks
             assert result.status == status, result.message
             failed = {c.id: c.message for c in result.checks if not c.passed}
-            assert set(failed) == set(failing), failed
+            either_way = self.borderline.get(name, {})
+            assert set(failed) - set(either_way) == set(failing), failed
+            for check in result.checks:
+                if check.id in either_way:
+                    metric = check.metric
+                    assert abs(metric["value"] - metric["low"]) <= BORDERLINE_MARGIN, metric
             for check_id, text in failing.items():
                 assert text in failed[check_id], (check_id, failed[check_id])
             lost = sum(c.points for c in result.checks if not c.passed)

@@ -29,8 +29,9 @@ EXPECTED = {
     "alt_functional_api": (Status.OK, {}),
     "alt_from_logits": (Status.OK, {}),
     # An MLP trained on raw 0-255 pixels still classifies the scaled held-out images
-    # fairly well (0.85-0.88 over seeds: ReLU layers are nearly scale-invariant), above
-    # the band's low end of 0.80: only the data check catches it.
+    # fairly well (0.83-0.88 over seeds: ReLU layers are nearly scale-invariant); with the
+    # default seed it sits right at the calibrated band (see BORDERLINE below), so the
+    # data check is what reliably catches it.
     "mistake_pixels_not_scaled": (Status.OK, {
         "q1.pixels_scaled": "`x_train` has values from 0 to 255; expected pixel values "
                             "scaled to [0, 1]. Divide the raw pixels by 255.0",
@@ -69,6 +70,9 @@ PRACTICAL = Practical(
     NAME, EXPECTED, ALL_CHECKS, max_score=10, accuracy_check="q3.test_accuracy",
     failed_accuracy=("mistake_logits_without_from_logits", 0.6,
                      "Hint: Train the global `model` as Q3 asks"),
+    borderline={"mistake_pixels_not_scaled": {
+        "q3.test_accuracy": "0.876 with the default seed here, against a calibrated low of "
+                            "0.879: another CPU's rounding may land it on either side"}},
 )
 # The tests every practical has: see tests/practicals.py.
 (graded, test_fixtures_are_in_sync_with_the_reference,

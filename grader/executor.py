@@ -5,8 +5,10 @@ runner, Dask workers and ``grader check``. It never raises for anything the
 student did: every outcome becomes a :class:`~grader.results.SubmissionResult`
 with a status and a message.
 
-Execution goes through nbclient with a fresh kernel per submission (launched by
-:class:`SandboxedKernelManager`), per-cell and per-notebook wall-clock limits,
+Execution goes through nbclient with a new kernel per submission (launched by
+:class:`SandboxedKernelManager`, from a zygote with the ``prepared`` provider; in the batch
+runner's workers started ahead, while the previous submission runs: :class:`_Spare`),
+per-cell and per-notebook wall-clock limits,
 errors allowed so later questions still score, ``input()`` answered at once with
 an error (the kernel gets no stdin), and outputs capped in size. The checks then
 probe the live kernel (:mod:`grader.probe`); whatever the kernel prints while

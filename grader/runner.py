@@ -56,11 +56,16 @@ class BatchSummary:
         return self.statuses.get(Status.GRADER_ERROR, 0)
 
 
-def default_workers(memory_mb: int) -> int:
-    """As many kernels as the cores and the memory hold (each may use memory_mb)."""
+def default_workers(memory_mb: int, gpus: int = 0) -> int:
+    """As many kernels as the cores and the memory hold (each may use ``memory_mb``, and a
+    worker's warm spare kernel is small next to that), and, grading on ``gpus`` GPUs, one
+    kernel per GPU: TensorFlow kernels sharing a GPU compete for its memory."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     by_memory = int(psutil.virtual_memory().available / 2**20 // max(memory_mb, 1))
-    return max(1, min(cores or 1, by_memory))
+    limit = min(cores or 1, by_memory)
+    if gpus:
+        limit = min(limit, gpus)
+    return max(1, limit)
 
 
 def _die_with_coordinator() -> None:
@@ -208,7 +213,8 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
         else:
             pending.append(submission)
 
-    workers = max(1, min(workers or default_workers(assignment.limits.memory_mb),
+    gpus = len(devices.discover_gpus()) if options.device.startswith("gpu") else 0
+    workers = max(1, min(workers or default_workers(assignment.limits.memory_mb, gpus),
                          len(pending) or 1))
     try:
         if scheduler:

@@ -151,3 +151,12 @@ def test_a_batch_on_fake_gpus_records_each_kernels_gpu(tmp_path, monkeypatch):
                         device="gpu"), workers=2, use_cache=False, progress=False)
     assert {r.student_id: (r.device, r.status.value) for r in summary.results} == {
         "a": ("gpu:0", "ok"), "b": ("gpu:1", "ok"), "c": ("gpu:0", "ok")}
+
+
+def test_default_workers_hold_one_kernel_per_gpu(monkeypatch):
+    from grader import runner
+
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert runner.default_workers(memory_mb=1) == 16  # cores bound it
+    assert runner.default_workers(memory_mb=1, gpus=2) == 2
+    assert runner.default_workers(memory_mb=10**9, gpus=2) == 1  # memory bounds it

@@ -65,8 +65,10 @@ class GradeOptions:
     calibrating: bool = False  # bands open: trained-quality checks report, never fail
     # fresh | prepared (kernels forked from a per-worker zygote; see grader.kernels)
     kernel_provider: str = field(default_factory=kernels.default_provider)
-    # Keep one kernel started ahead in this process for the next submission (the batch
-    # runner's worker processes; see _Spare). Each kernel still grades one submission.
+    # Start the next submission's kernel in this process while this one runs (the batch
+    # runner's worker processes, while submissions remain; see _Spare). A kernel started
+    # ahead is used by the next submission with the same setup either way; each kernel
+    # still grades one submission.
     warm_kernels: bool = False
 
 
@@ -293,6 +295,10 @@ class _Spare:
         cls.kernel = kernel
 
     @classmethod
+    def exists(cls) -> bool:
+        return cls._mine() is not None
+
+    @classmethod
     def release(cls) -> None:
         """Kill this process's spare kernel, if it has one."""
         kernel, cls.kernel = cls._mine(), None
@@ -354,7 +360,9 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
                                     options.gpu_devices, assignment)
     run = _execute_and_check(notebook, notebook_path, with_folder, assignment, options, mode,
                              datasets, base, provider)
-    result = _worker_loop().run_until_complete(run) if options.warm_kernels else asyncio.run(run)
+    # A spare kernel's manager belongs to the event loop it was started on: keep that loop.
+    warm = options.warm_kernels or _Spare.exists()
+    result = _worker_loop().run_until_complete(run) if warm else asyncio.run(run)
     message = " ".join([result.message, *notes]).strip()
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
 
@@ -434,7 +442,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _KernelSetup.of(assignment, options, mode, datasets, provider)
-    kernel = _Spare.take(setup) if options.warm_kernels else None
+    kernel = _Spare.take(setup)
     if kernel is not None:
         _copy_submission(notebook_path, with_folder, kernel.work)
         if kernel.shadows_preloaded_modules():  # a fresh kernel then, as the cold path does

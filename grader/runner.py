@@ -252,8 +252,11 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                     while queue and len(in_flight) < workers:
                         submission = queue.pop(0)
                         attempts[submission.student_id] += 1
+                        # A kernel started ahead is wasted when nothing is left to grade.
+                        task_options = replace(kernel_options(),
+                                               warm_kernels=options.warm_kernels and bool(queue))
                         in_flight[pool.submit(_grade_in_worker, course_root, assignment.name,
-                                              kernel_options(), submission)] = submission
+                                              task_options, submission)] = submission
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         submission = in_flight.pop(future)

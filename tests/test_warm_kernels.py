@@ -6,6 +6,8 @@ submission only, see nothing of the one before, and never outlive its worker.
 
 import os
 import shutil
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -72,11 +74,13 @@ def _leftovers(root: Path) -> list[str]:
 
 
 @pytest.fixture
-def own_cache(tmp_path, monkeypatch):
-    """A cache of our own, so that its io folder can be checked for leftovers."""
-    cache = tmp_path / "cache"
+def own_cache(monkeypatch):
+    """A cache of our own, so that its io folder can be checked for leftovers (at a short
+    path: sockets go under it only when their paths fit a Unix socket's 107 bytes)."""
+    cache = Path(tempfile.mkdtemp(prefix="wk-"))
     monkeypatch.setenv("GRADER_CACHE", str(cache))
-    return cache
+    yield cache
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -91,6 +95,7 @@ def test_warm_kernels_grade_like_cold_ones_and_leave_nothing_behind(toy, tmp_pat
         graded[warm] = {r.student_id: r for r in summary.results}
         assert _leftovers(tmp_path) == []  # the last spare died with its worker
         assert not (out / ".scratch").exists()
+    assert (own_cache / "io").is_dir()
     assert list((own_cache / "io").iterdir()) == []  # every kernel's socket folder removed
 
     cold, warm = graded[False], graded[True]
@@ -134,6 +139,12 @@ def test_a_spare_serves_only_the_same_setup_and_is_killed_on_release(toy, tmp_pa
     spare = executor._Spare.kernel
     release_spare_kernel()
     assert executor._Spare.kernel is None and not spare.alive()
+
+    # The runner's last tasks (nothing left to grade) use the spare but start none.
+    grade_submission(notebook, toy, options("2"), "fourth")
+    last = grade_submission(notebook, toy, replace(options("2"), warm_kernels=False), "last")
+    assert last.warm_kernel and last.score == 5
+    assert executor._Spare.kernel is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.ipynb"]
 
 

@@ -16,11 +16,13 @@ The request is one of::
     {"op": "evaluate", "code": "result = ...", "inputs": {...}}
 
 Arguments use the same encoding as results: JSON scalars, lists and dicts, and
-``{"__ndarray__": "in_0.npy"}`` for arrays.
+``{"__ndarray__": "in_0.npy"}`` for arrays. A ``call`` or ``evaluate`` from a graded run
+also carries ``"deterministic": true``: see :func:`deterministic`.
 """
 
 import json
 import os
+import sys
 import traceback
 
 _HIDDEN_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -204,8 +206,30 @@ def handle(probe_dir, ns):
         json.dump(response, f)
 
 
+def deterministic(seed=0):
+    """Before a check runs the student's code (one train_step from hidden weights, say):
+    the same seeds for every random op (``keras.utils.set_random_seed``) and deterministic
+    op implementations (``tf.config.experimental.enable_op_determinism``), so that the
+    result repeats exactly, on GPU too. Only for modules the notebook imported itself:
+    a notebook that never imported TensorFlow does not get it imported here."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            keras.utils.set_random_seed(seed)
+        except Exception:  # an unusual Keras; the check still runs
+            pass
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception:
+            pass
+
+
 def _answer(request, ns, probe_dir, encoder):
     op = request["op"]
+    if request.get("deterministic"):
+        deterministic()
     if op == "names":
         return {"ok": True, "value": user_names(ns)}
     if op in ("get", "call"):

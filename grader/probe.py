@@ -89,6 +89,9 @@ class Student:
                 request["kwargs"] = {k: _encode_input(v, probe_dir, arrays) for k, v in kwargs.items()}
             if inputs:
                 request["inputs"] = {k: _encode_input(v, probe_dir, arrays) for k, v in inputs.items()}
+            if request["op"] in ("call", "evaluate") and \
+                    getattr(self._transport, "deterministic", False):
+                request["deterministic"] = True
             (probe_dir / "request.json").write_text(json.dumps(request))
             self._transport.roundtrip(probe_dir, timeout or self.default_timeout)
             response = _read_response(probe_dir)
@@ -191,6 +194,11 @@ class KernelTransport:
     Whatever the kernel prints or displays while a probe runs is drained and dropped:
     it never reaches the student's feedback (student code could print hidden inputs).
     """
+
+    # Probes that run the student's code do so under TensorFlow's determinism controls
+    # (see _kernel_side.deterministic). Not in the self-check's live namespace: reseeding
+    # would change the random state of the student's own session.
+    deterministic = True
 
     def __init__(self, kernel_client, interrupt: Callable[[], None], helper_path: Path):
         self.kc = kernel_client  # a jupyter_client BlockingKernelClient

@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "--workers, --device and --sandbox then apply on the workers")
     run.add_argument("--data-dir", type=Path, help="folder holding housing.csv")
     run.add_argument("--kernel-provider", choices=["fresh", "prepared"], default=None,
-                     help="fresh: a new Python per kernel; prepared: kernels forked from a "
-                     "per-worker process that imported TensorFlow once (default: "
-                     "$GRADER_KERNEL_PROVIDER or fresh)")
+                     help="prepared: kernels forked from a per-worker sandboxed process that "
+                     "imported TensorFlow once, each in a sandbox of its own; fresh: a new "
+                     "Python per kernel (default: $GRADER_KERNEL_PROVIDER or prepared; "
+                     "fresh wherever forking is not safe: GPU, no bubblewrap)")
     run.add_argument("--no-warm-kernels", action="store_true",
                      help="start each kernel only when its submission's turn comes (default: "
                      "each worker starts its next kernel while the current notebook runs)")

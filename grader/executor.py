@@ -251,8 +251,13 @@ class _Kernel:
 
     def discard(self) -> None:
         """Kill a kernel that graded nothing, and remove its folders."""
-        if self.process is not None:
-            kill_tree(self.process.pid)
+        process = self.process
+        if process is not None:
+            kill_tree(process.pid)
+            try:
+                process.wait(timeout=5)  # reap it (a Popen of ours, or the zygote's child)
+            except Exception:  # noqa: BLE001 - killed either way
+                pass
         self.remove()
 
 

@@ -1,11 +1,11 @@
 """Kernel providers: where each submission's kernel comes from.
 
-``fresh`` (the default) starts every kernel as a new Python process inside a new
-bubblewrap sandbox (:class:`grader.executor.SandboxedKernelManager`). Every kernel then
-pays for ``import tensorflow`` (about 4 s of CPU) and a kernel start (about 0.7 s).
+``fresh`` starts every kernel as a new Python process inside a new bubblewrap sandbox
+(:class:`grader.executor.SandboxedKernelManager`). Every kernel then pays for
+``import tensorflow`` (about 4 s of CPU) and a kernel start (about 0.7 s).
 
-``prepared`` (``--kernel-provider prepared``, ``GradeOptions.kernel_provider``, default
-from ``$GRADER_KERNEL_PROVIDER``) pays that once per worker process: a *zygote*
+``prepared`` (the default; ``--kernel-provider``, ``GradeOptions.kernel_provider`` and
+``$GRADER_KERNEL_PROVIDER`` choose) pays that once per worker process: a *zygote*
 (:mod:`grader.zygote`) runs inside a per-worker bubblewrap sandbox laid out like a
 submission's (same read-only system, same Python, the grader package, the data cache
 at staging paths, no network), imports numpy, pandas, tensorflow, keras, IPython and
@@ -68,6 +68,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -86,8 +87,9 @@ SPAWN_TIMEOUT_S = 60.0
 
 
 def default_provider() -> str:
-    """``$GRADER_KERNEL_PROVIDER`` or ``fresh``."""
-    return os.environ.get("GRADER_KERNEL_PROVIDER", "") or "fresh"
+    """``$GRADER_KERNEL_PROVIDER`` or ``prepared`` (which gives fresh kernels wherever
+    forking is not safe: see :func:`provider_for`)."""
+    return os.environ.get("GRADER_KERNEL_PROVIDER", "") or "prepared"
 
 
 def provider_for(requested: str, mode: str, device: str, gpu_devices: tuple, assignment) -> str:
@@ -181,7 +183,13 @@ class Zygote:
         return names
 
     def spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str]) -> psutil.Process:
-        """A new kernel for one submission; its init's process, as this host sees it."""
+        """A new kernel for one submission; its init's process, as this host sees it.
+        One request at a time: threads of one process (Dask workers, the tests' graders)
+        share the zygote and its socket."""
+        with _LOCK:
+            return self._spawn(spec, connection_file, env)
+
+    def _spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str]) -> psutil.Process:
         request = {"work": str(spec.work_dir), "io": str(spec.io_dir),
                    "connection_file": connection_file, "env": env,
                    "fsize": spec.max_file_mb * 2**20,
@@ -221,8 +229,16 @@ class _Current:
     zygote: Zygote | None = None
 
 
+_LOCK = threading.RLock()  # the zygote and its socket, between threads of one process
+
+
 def zygote_for(spec: SandboxSpec, heavy: tuple[str, ...]) -> Zygote:
     """This worker's zygote for these settings, started (or restarted) when needed."""
+    with _LOCK:
+        return _zygote_for(spec, heavy)
+
+
+def _zygote_for(spec: SandboxSpec, heavy: tuple[str, ...]) -> Zygote:
     current = _Current.zygote
     if current is not None and current.owner != os.getpid():
         current = _Current.zygote = None  # inherited through fork: the parent's, not ours

@@ -151,10 +151,10 @@ def test_fresh_kernels_where_forking_is_not_safe(toy):
 
 
 def test_the_environment_chooses_the_default(monkeypatch):
-    monkeypatch.setenv("GRADER_KERNEL_PROVIDER", "prepared")
-    assert GradeOptions().kernel_provider == "prepared"
-    monkeypatch.delenv("GRADER_KERNEL_PROVIDER")
+    monkeypatch.setenv("GRADER_KERNEL_PROVIDER", "fresh")
     assert GradeOptions().kernel_provider == "fresh"
+    monkeypatch.delenv("GRADER_KERNEL_PROVIDER")
+    assert GradeOptions().kernel_provider == "prepared"
 
 
 def test_assignment_settings_are_read(tmp_path):

@@ -90,7 +90,8 @@ def test_warm_kernels_grade_like_cold_ones_and_leave_nothing_behind(toy, tmp_pat
     for warm in (False, True):
         out = tmp_path / f"out-{warm}"
         summary = run_batch(submissions, toy, out,
-                            GradeOptions(sandbox=sandbox_mode(), limits=LIMITS, warm_kernels=warm),
+                            GradeOptions(sandbox=sandbox_mode(), limits=LIMITS, warm_kernels=warm,
+                                         kernel_provider="fresh"),
                             workers=1, use_cache=False, progress=False)
         graded[warm] = {r.student_id: r for r in summary.results}
         assert _leftovers(tmp_path) == []  # the last spare died with its worker
@@ -122,7 +123,8 @@ def test_a_spare_serves_only_the_same_setup_and_is_killed_on_release(toy, tmp_pa
 
     def options(seed: str) -> GradeOptions:
         return GradeOptions(sandbox=sandbox_mode(), limits=LIMITS, warm_kernels=True,
-                            scratch_root=tmp_path, kernel_env=(("GRADER_SEED", seed),))
+                            scratch_root=tmp_path, kernel_env=(("GRADER_SEED", seed),),
+                            kernel_provider="fresh")
 
     first = grade_submission(notebook, toy, options("1"), "first")
     spare = executor._Spare.kernel
@@ -151,7 +153,8 @@ def test_a_spare_serves_only_the_same_setup_and_is_killed_on_release(toy, tmp_pa
 def test_a_spare_is_not_inherited_by_a_forked_process(toy, tmp_path, no_spare_afterwards):
     notebook = _notebook(tmp_path / "nb.ipynb")
     grade_submission(notebook, toy, GradeOptions(sandbox=sandbox_mode(), limits=LIMITS,
-                                                 warm_kernels=True, scratch_root=tmp_path), "a")
+                                                 warm_kernels=True, scratch_root=tmp_path,
+                                                 kernel_provider="fresh"), "a")
     assert executor._Spare.kernel is not None
     read, write = os.pipe()
     child = os.fork()

@@ -9,17 +9,16 @@ reference solution), every run started from the same state (no result cache):
   1. bare nbclient: each notebook executed by nbclient in-process with a plain local
      kernel (no sandbox, no checks), as nbgrader or a script would, 1 and 2 at a time;
   2. ``grader run`` (the CLI, end to end: sandbox, every check, results, gradebook, feedback
-     pages and dashboard) 1 and 2 at a time, three ways:
-       cold      --no-warm-kernels: each kernel started when its submission's turn comes;
-       warm      the default: each worker starts its next kernel while the current runs;
-       prepared  warm, and kernels forked from a per-worker zygote that imported
-                 TensorFlow once (--kernel-provider prepared);
+     pages and dashboard) 1 and 2 at a time, four ways: fresh kernels (a new Python each)
+     or prepared ones (forked from a per-worker zygote that imported TensorFlow once: the
+     default), each started on demand (--no-warm-kernels) or ahead, while the worker's
+     previous notebook runs (the default);
   3. a cached re-run of CACHED unchanged submissions, end to end.
 
 Also written: where a submission's time goes (the phases each result records, medians),
 the memory of one kernel (peak RSS: sampled for bare kernels, the grader's watchdog for its
 own) and the peak total PSS of every process a run started (coordinator, workers, zygotes,
-kernels, spare kernels), sampled twice a second. With --scaling, the warm grader is run at
+kernels, spare kernels), sampled twice a second. With --scaling, the default grader is run at
 each worker count instead, to show how the batch time scales on this machine.
 
 Writes one section per practical (or scaling run) to benchmarks/results/grader_overhead.md.
@@ -197,8 +196,10 @@ def _prepare(args) -> tuple[Path, dict, Path]:
     return scratch, env, data_home
 
 
-VARIANTS = {"cold": ["--no-warm-kernels"], "warm": [],
-            "prepared": ["--kernel-provider", "prepared"]}
+VARIANTS = {"fresh-cold": ["--kernel-provider", "fresh", "--no-warm-kernels"],
+            "fresh-warm": ["--kernel-provider", "fresh"],
+            "prepared-cold": ["--no-warm-kernels"],
+            "prepared-warm": []}
 
 
 def overhead(args) -> str:
@@ -225,9 +226,13 @@ def overhead(args) -> str:
     scores = {key: sorted({(r["score"], r["max_score"], r["status"]) for r in load_results(out)})
               for key, out in outs.items()}
     stamp = datetime.datetime.now().isoformat(timespec="minutes")
-    names = {"bare": "bare nbclient", "cold": "grader run, cold kernels (--no-warm-kernels)",
-             "warm": "grader run, warm kernels (default)",
-             "prepared": "grader run, warm + prepared (--kernel-provider prepared)"}
+    names = {"bare": "bare nbclient",
+             "fresh-cold": "grader run, fresh kernels started on demand "
+                           "(--kernel-provider fresh --no-warm-kernels)",
+             "fresh-warm": "grader run, fresh kernels started ahead (--kernel-provider fresh)",
+             "prepared-cold": "grader run, prepared kernels started on demand "
+                              "(--no-warm-kernels)",
+             "prepared-warm": "grader run, prepared kernels started ahead (the default)"}
     lines = [f"# {args.practical}: {args.copies} notebooks, {stamp}, {os.cpu_count()} cores", "",
              "| what | -j 1 (s) | ratio | -j 2 (s) | ratio | peak PSS of the run, -j 2 (MB) "
              "| peak RSS of one kernel (MB) |",
@@ -246,10 +251,11 @@ def overhead(args) -> str:
               "Scores (score, max, status) per grader run: "
               + "; ".join(f"{v}-j{p} {s}" for (v, p), s in sorted(scores.items())), "",
               "Where one submission's time goes (median seconds, grader -j 1):", "",
-              "| phase | cold | warm | warm + prepared |", "| --- | ---: | ---: | ---: |"]
+              "| phase | " + " | ".join(VARIANTS) + " |",
+              "| --- |" + " ---: |" * len(VARIANTS)]
     split = {variant: phases(load_results(outs[(variant, 1)]), outs[(variant, 1)])
              for variant in VARIANTS}
-    for phase in split["cold"]:
+    for phase in split["fresh-cold"]:
         lines.append(f"| {phase} | " + " | ".join(f"{split[v][phase]:.2f}" for v in VARIANTS)
                      + " |")
     lines += ["", "Bare nbclient's peak PSS at -j 2 counts its kernels only (nbclient runs inside "
@@ -268,7 +274,7 @@ def scaling(args) -> str:
     counts = [int(n) for n in args.scaling.split(",")]
     stamp = datetime.datetime.now().isoformat(timespec="minutes")
     lines = [f"# Scaling with workers: {args.practical}, {args.copies} notebooks, {stamp}, "
-             f"{os.cpu_count()} cores, warm kernels (default)", "",
+             f"{os.cpu_count()} cores, default settings (prepared kernels started ahead)", "",
              "| workers | seconds | speed-up over 1 | peak PSS of the run (MB) |",
              "| ---: | ---: | ---: | ---: |"]
     first = None

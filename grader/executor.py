@@ -137,6 +137,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         # Interrupts travel as messages: a signal would reach bubblewrap, not the kernel.
         self._kernel_spec = KernelSpec(argv=argv, display_name="Python 3 (graded)",
                                        language="python", interrupt_mode="message")
+        # A kernel that died stays dead: the submission is reported as crashed, never
+        # silently restarted (the restarter would also tie this manager to one event loop).
+        self.autorestart = False
 
 
 class CappedNotebookClient(NotebookClient):
@@ -300,10 +303,6 @@ class _Spare:
         cls.kernel = kernel
 
     @classmethod
-    def exists(cls) -> bool:
-        return cls._mine() is not None
-
-    @classmethod
     def release(cls) -> None:
         """Kill this process's spare kernel, if it has one."""
         kernel, cls.kernel = cls._mine(), None
@@ -315,20 +314,6 @@ class _Spare:
         if cls.owner != os.getpid():
             cls.kernel = None  # inherited through fork: the parent's spare, not ours
         return cls.kernel
-
-
-class _Loop:
-    loop: asyncio.AbstractEventLoop | None = None
-    owner = 0
-
-
-def _worker_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per process, kept between submissions: a spare kernel's manager is
-    started in one submission's run and used in the next one's."""
-    if _Loop.owner != os.getpid() or _Loop.loop is None or _Loop.loop.is_closed():
-        _Loop.loop, _Loop.owner = asyncio.new_event_loop(), os.getpid()
-        asyncio.set_event_loop(_Loop.loop)
-    return _Loop.loop
 
 
 release_spare_kernel = _Spare.release
@@ -365,9 +350,10 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
                                     options.gpu_devices, assignment)
     run = _execute_and_check(notebook, notebook_path, with_folder, assignment, options, mode,
                              datasets, base, provider)
-    # A spare kernel's manager belongs to the event loop it was started on: keep that loop.
-    warm = options.warm_kernels or _Spare.exists()
-    result = _worker_loop().run_until_complete(run) if warm else asyncio.run(run)
+    # A new event loop per submission, spare kernels included: a loop kept between
+    # submissions keeps selector registrations of sockets closed since, and a new socket
+    # that gets the same descriptor number is then never polled (a hang).
+    result = asyncio.run(run)
     message = " ".join([result.message, *notes]).strip()
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
 

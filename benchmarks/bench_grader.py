@@ -50,11 +50,13 @@ RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))
 
 
-def personal_copies(source: Path, target: Path, count: int) -> list[Path]:
+def personal_copies(source: Path, target: Path, count: int, read=None) -> list[Path]:
+    """COUNT copies of a notebook, each a little different (a first cell naming the student),
+    so that no cache takes one for another. ``read``: how to load the source notebook."""
     target.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(count):
-        notebook = nbformat.read(str(source), as_version=4)
+        notebook = read(source) if read else nbformat.read(str(source), as_version=4)
         notebook.cells.insert(0, nbformat.v4.new_markdown_cell(f"student {index}"))
         path = target / f"student{index:03d}.ipynb"
         nbformat.write(notebook, str(path))

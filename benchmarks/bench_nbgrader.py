@@ -24,6 +24,9 @@ from pathlib import Path
 import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_grader import personal_copies  # noqa: E402
+
 WORK = REPO / "benchmarks" / "_work" / "nbgrader"
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -36,18 +39,6 @@ def without_markers(source: Path) -> nbformat.NotebookNode:
         cell.source = "\n".join(line for line in cell.source.split("\n")
                                  if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
     return notebook
-
-
-def personal_copies(source: Path, target: Path, count: int) -> list[Path]:
-    target.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        notebook = without_markers(source)
-        notebook.cells.insert(0, nbformat.v4.new_markdown_cell(f"student {index}"))
-        path = target / f"student{index:03d}.ipynb"
-        nbformat.write(notebook, str(path))
-        paths.append(path)
-    return paths
 
 
 def nbgrader_venv() -> Path:
@@ -102,7 +93,7 @@ def main() -> None:
 
     WORK.mkdir(parents=True, exist_ok=True)
     copies = personal_copies(REPO / "reference" / "mlp" / "mlp.ipynb",
-                             WORK / "submissions", args.copies)
+                             WORK / "submissions", args.copies, read=without_markers)
     home = WORK / "home"
     (home / ".keras" / "datasets").mkdir(parents=True, exist_ok=True)
     shutil.copy(data.mnist_npz(), home / ".keras" / "datasets" / "mnist.npz")

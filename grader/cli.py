@@ -125,7 +125,7 @@ def cmd_run(args) -> ExitCode:
             print(warning, file=sys.stderr)
         sandbox, device = (mode if mode == "off" else args.sandbox), _device(args.device)
     options = GradeOptions(sandbox=sandbox, device=device, data_dir=args.data_dir,
-                           warm_kernels=not (args.no_warm_kernels or args.scheduler))
+                           warm_kernels=not args.no_warm_kernels)  # local workers only
     if args.kernel_provider:
         options = replace(options, kernel_provider=args.kernel_provider)
     feedback = _feedback_writer(args.out, enabled=not args.no_reports)

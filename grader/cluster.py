@@ -50,8 +50,8 @@ from . import __version__
 from .assignment import Assignment
 from .discovery import Submission
 from .errors import ConfigurationError
-from .executor import MAX_SUBMISSION_FOLDER_BYTES, GradeOptions
-from .results import SubmissionResult
+from .executor import MAX_SUBMISSION_FOLDER_BYTES, GradeOptions, unscored_result
+from .results import Status, SubmissionResult
 
 CONNECT_TIMEOUT_S = 30
 WORKERS_TIMEOUT_S = 120
@@ -61,11 +61,10 @@ def grade_on_cluster(pending: list[Submission], assignment: Assignment, options:
                      finish: Callable[[SubmissionResult, bool], None], scheduler: str, *,
                      retries: int = 1) -> None:
     """Grade ``pending`` on the Dask cluster at ``scheduler``; ``finish`` each result."""
-    from .runner import _invalid
-
     for submission in pending:  # nothing to execute (no single notebook): no task needed
         if submission.path is None:
-            finish(_invalid(submission, assignment, options), False)
+            finish(unscored_result(assignment, options, submission.student_id, Status.INVALID,
+                                   submission.problem), False)
     pending = [submission for submission in pending if submission.path is not None]
     if not pending:
         return

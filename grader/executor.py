@@ -319,6 +319,28 @@ class _Spare:
 release_spare_kernel = _Spare.release
 
 
+def _kernel_for(setup: _KernelSetup, notebook_path: Path, with_folder: bool) -> _Kernel:
+    """The spare kernel if it fits, else a new (not yet launched) one, with the submission
+    copied into its working folder. Nothing is left behind if the copy fails."""
+    kernel = _Spare.take(setup)
+    if kernel is not None:
+        try:
+            _copy_submission(notebook_path, with_folder, kernel.work)
+        except BaseException:
+            kernel.discard()
+            raise
+        if not kernel.shadows_preloaded_modules():
+            return kernel
+        kernel.discard()  # a fresh kernel then, as the cold path gives it
+    kernel = _Kernel(setup)
+    try:
+        _copy_submission(notebook_path, with_folder, kernel.work)
+    except BaseException:
+        kernel.remove()
+        raise
+    return kernel
+
+
 def grade_submission(notebook_path: Path, assignment: Assignment, options: GradeOptions,
                      student_id: str, *, with_folder: bool = False) -> SubmissionResult:
     """Grade one notebook. Never raises for the student's faults.
@@ -433,15 +455,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _KernelSetup.of(assignment, options, mode, datasets, provider)
-    kernel = _Spare.take(setup)
-    if kernel is not None:
-        _copy_submission(notebook_path, with_folder, kernel.work)
-        if kernel.shadows_preloaded_modules():  # a fresh kernel then, as the cold path does
-            kernel.discard()
-            kernel = None
-    if kernel is None:
-        kernel = _Kernel(setup)
-        _copy_submission(notebook_path, with_folder, kernel.work)
+    kernel = _kernel_for(setup, notebook_path, with_folder)
     km, io_dir = kernel.km, kernel.io_dir
     client = CappedNotebookClient(
         notebook, km=km, timeout=int(limits.cell_timeout_s), allow_errors=True,

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-warm-kernels", action="store_true",
                      help="start each kernel only when its submission's turn comes (default: "
                      "each worker starts its next kernel while the current notebook runs)")
-    run.add_argument("--no-cache", action="store_true", help="execute every submission again")
+    run.add_argument("--no-cache", action="store_true",
+                     help="execute every submission again, even those already graded in OUT "
+                     "or in the cache (the new results replace the cached ones)")
     run.add_argument("--no-reports", action="store_true", help="skip the HTML pages and exports")
 
     check = commands.add_parser("check", help="run the public checks on your notebook")
@@ -177,6 +179,10 @@ def _print_summary(summary, out: Path) -> None:
           f"{summary.cached} unchanged since the last run{mean}.")
     if statuses:
         print(f"Status: {statuses}.")
+    if summary.grader_errors:
+        print(f"{summary.grader_errors} row(s) need a re-run: the grader failed on them (their "
+              "score is left empty in grades.csv, not 0). Run the same command again to retry "
+              "them; finished results are kept.")
     print(f"Grades: {out / 'grades.csv'}   Dashboard: {out / 'index.html'}")
 
 

@@ -1,0 +1,123 @@
+"""The first hour of a real user (issue 16), on the real CLI in a subprocess:
+results always written into a new OUT, ``--no-cache`` re-executes, a quiet terminal,
+empty scores for grader errors, data that fetches itself, Unicode student names, check
+cells in the student notebooks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED_DATA, TOY_COURSE, sandbox_mode
+
+TOY_REFERENCE = TOY_COURSE / "reference" / "toy" / "toy.ipynb"
+
+
+def grader(*args: str, cwd: Path, cache: Path, env: dict | None = None,
+           timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m grader.cli ARGS`` as a user runs it, with this worktree first on the path."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "GRADER_CACHE": str(cache),
+                   **(env or {})}
+    return subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def toy_submissions(folder: Path, names: dict[str, str]) -> Path:
+    """``name -> code appended to the reference`` (distinct bytes, distinct cache keys)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = json.loads(TOY_REFERENCE.read_text())
+    for name, extra in names.items():
+        notebook = json.loads(json.dumps(reference))
+        notebook["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [],
+                                  "execution_count": None, "source": extra})
+        (folder / name).write_text(json.dumps(notebook))
+    return folder
+
+
+def grades(out: Path) -> list[dict[str, str]]:
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def run_toy(subs: Path, out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    done = grader("--course", str(TOY_COURSE), "run", str(subs), "-a", "toy", "--out", str(out),
+                  "--sandbox", sandbox_mode(), "--workers", "1", *extra, cwd=out.parent,
+                  cache=cache)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# ---------------------------------------------------------------- 1. cache hits into a new OUT
+
+PER_RUN_FIELDS = ("executed_notebook",)  # the path of this OUT's copy
+
+
+def test_a_second_out_folder_sharing_the_cache_gets_every_row_result_and_page(tmp_path):
+    subs = toy_submissions(tmp_path / "subs", {"ann.ipynb": "x = 1", "bob.ipynb": "x = 2"})
+    cache = tmp_path / "cache"
+    first = run_toy(subs, tmp_path / "a", cache)
+    second = run_toy(subs, tmp_path / "b", cache)
+    assert "2 executed, 0 unchanged" in first.stdout
+    assert "0 executed, 2 unchanged" in second.stdout  # nothing ran again...
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert [row["student_id"] for row in grades(b)] == ["ann", "bob"]  # ...yet every row is here
+    assert grades(a) == grades(b)
+    for student in ("ann", "bob"):
+        first_result = json.loads((a / "results" / f"{student}.json").read_text())
+        second_result = json.loads((b / "results" / f"{student}.json").read_text())
+        assert second_result["executed_notebook"] == str(b / "executed" / f"{student}.ipynb")
+        for name in PER_RUN_FIELDS:
+            first_result.pop(name), second_result.pop(name)
+        assert first_result == second_result
+        assert (b / "executed" / f"{student}.ipynb").read_bytes() == \
+            (a / "executed" / f"{student}.ipynb").read_bytes()
+        assert (a / "feedback" / f"{student}.html").read_text() == \
+            (b / "feedback" / f"{student}.html").read_text()
+    # the executed notebook is kept in the cache by key, beside its result
+    key = json.loads((a / "results" / "ann.json").read_text())["cache_key"]
+    assert (cache / "results" / f"{key}.ipynb").is_file()
+    # and the copied page shows the executed notebook (its output 28.5 is there)
+    assert "28.5" in (b / "feedback" / "ann.html").read_text()
+
+
+# ---------------------------------------------------------------- 2. --no-cache re-executes
+
+def test_no_cache_executes_again_even_what_out_already_holds(tmp_path):
+    subs = toy_submissions(tmp_path / "subs", {"ann.ipynb": "x = 1"})
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    run_toy(subs, out, cache)
+    before = json.loads((out / "results" / "ann.json").read_text())
+    again = run_toy(subs, out, cache)
+    assert "0 executed, 1 unchanged" in again.stdout
+    forced = run_toy(subs, out, cache, "--no-cache")
+    assert "1 executed, 0 unchanged" in forced.stdout
+    after = json.loads((out / "results" / "ann.json").read_text())
+    assert after["timings"] != before["timings"]  # a new execution, not the stored one
+    assert after["score"] == before["score"] == 5
+
+
+# ---------------------------------------------------------------- 4. grader errors: empty score
+
+def test_a_grader_error_row_has_an_empty_score_and_the_summary_asks_for_a_re_run(tmp_path):
+    course = tmp_path / "course"
+    shutil.copytree(TOY_COURSE, course)
+    toml = course / "assignments" / "toy" / "assignment.toml"
+    # The grader cannot provide housing.csv (no copy, no download): its fault, not Ann's.
+    toml.write_text(toml.read_text().replace('notebook = "toy.ipynb"',
+                                             'notebook = "toy.ipynb"\ndatasets = ["housing"]'))
+    subs = toy_submissions(tmp_path / "subs", {"ann.ipynb": "x = 1"})
+    env = {"GRADER_DATA": str(tmp_path / "no-data"), "GRADER_HOUSING_URL": "http://127.0.0.1:9/"}
+    done = grader("--course", str(course), "run", str(subs), "-a", "toy", "--out", "out",
+                  "--sandbox", sandbox_mode(), cwd=tmp_path, cache=tmp_path / "cache", env=env)
+    assert done.returncode == 1, done.stderr  # ExitCode.SUBMISSIONS_NOT_GRADED
+    row, = grades(tmp_path / "out")
+    assert (row["student_id"], row["status"], row["score"], row["max_score"]) == \
+        ("ann", "grader-error", "", "5")
+    assert "1 row(s) need a re-run" in done.stdout

@@ -6,6 +6,7 @@ cells in the student notebooks."""
 from __future__ import annotations
 
 import csv
+import re
 import json
 import os
 import shutil
@@ -121,3 +122,47 @@ def test_a_grader_error_row_has_an_empty_score_and_the_summary_asks_for_a_re_run
     assert (row["student_id"], row["status"], row["score"], row["max_score"]) == \
         ("ann", "grader-error", "", "5")
     assert "1 row(s) need a re-run" in done.stdout
+
+
+# ---------------------------------------------------------------- 3. a quiet terminal
+
+# What TensorFlow's C++ logging writes straight to file descriptor 2, bypassing Python.
+FAKE_CPP_LOG = ("import os\n"
+                "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called "
+                "are written to STDERR\\n')\n"
+                "os.write(2, b'I0000 00:00:1.2 2 cpu_feature_guard.cc:227] This TensorFlow "
+                "binary is optimized\\n')\n"
+                "os.write(1, b'E0000 00:00:1.2 2 node_def_util.cc:682] NodeDef mentions\\n')\n")
+PROGRESS = re.compile(r"\s*\d+%\|.*\| \d+/\d+ \[.*")
+
+
+def assert_only_progress(stderr: str) -> None:
+    """Every line of the grader's stderr is the progress bar (redrawn after carriage returns)."""
+    for line in re.split(r"[\r\n]+", stderr):
+        assert not line.strip() or PROGRESS.fullmatch(line), f"not the progress bar: {line!r}"
+    for noise in ("I0000", "E0000", "WARNING: All log messages", "cpu_feature_guard"):
+        assert noise not in stderr
+
+
+@pytest.mark.parametrize("provider", ["fresh", "prepared"])
+def test_kernel_output_on_file_descriptors_never_reaches_the_terminal(tmp_path, provider):
+    subs = toy_submissions(tmp_path / "subs", {"ann.ipynb": FAKE_CPP_LOG,
+                                               "bob.ipynb": FAKE_CPP_LOG + "x = 2"})
+    done = run_toy(subs, tmp_path / "out", tmp_path / "cache", "--kernel-provider", provider)
+    assert "2 executed" in done.stdout
+    assert_only_progress(done.stderr)
+    assert "100%" in done.stderr  # the bar itself is there
+
+
+def test_a_tensorflow_batch_prints_only_the_progress_bar_and_the_summary(tmp_path):
+    """A real TensorFlow practical, real kernels (the default provider: forked from a zygote
+    where bubblewrap works), one student: TensorFlow's C++ start-up lines go to log files."""
+    (tmp_path / "subs").mkdir()
+    shutil.copy(REPO / "examples" / "submissions" / "linear_softmax" / "ada.ipynb",
+                tmp_path / "subs" / "ada.ipynb")
+    done = grader("run", "subs", "-a", "linear_softmax", "--out", "out", "--workers", "1",
+                  "--sandbox", sandbox_mode(), "--no-reports", cwd=tmp_path,
+                  cache=tmp_path / "cache", env={"GRADER_COURSE": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "Graded 1 submission(s): 1 executed" in done.stdout
+    assert_only_progress(done.stderr)

@@ -5,13 +5,18 @@ cells in the student notebooks."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import re
+import functools
+import http.server
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,14 +112,10 @@ def test_no_cache_executes_again_even_what_out_already_holds(tmp_path):
 # ---------------------------------------------------------------- 4. grader errors: empty score
 
 def test_a_grader_error_row_has_an_empty_score_and_the_summary_asks_for_a_re_run(tmp_path):
-    course = tmp_path / "course"
-    shutil.copytree(TOY_COURSE, course)
-    toml = course / "assignments" / "toy" / "assignment.toml"
     # The grader cannot provide housing.csv (no copy, no download): its fault, not Ann's.
-    toml.write_text(toml.read_text().replace('notebook = "toy.ipynb"',
-                                             'notebook = "toy.ipynb"\ndatasets = ["housing"]'))
+    course = housing_toy_course(tmp_path)
     subs = toy_submissions(tmp_path / "subs", {"ann.ipynb": "x = 1"})
-    env = {"GRADER_DATA": str(tmp_path / "no-data"), "GRADER_HOUSING_URL": "http://127.0.0.1:9/"}
+    env = {"GRADER_DATA": str(tmp_path / "no-data"), "GRADER_HOUSING_URL": closed_port_url()}
     done = grader("--course", str(course), "run", str(subs), "-a", "toy", "--out", "out",
                   "--sandbox", sandbox_mode(), cwd=tmp_path, cache=tmp_path / "cache", env=env)
     assert done.returncode == 1, done.stderr  # ExitCode.SUBMISSIONS_NOT_GRADED
@@ -166,3 +167,104 @@ def test_a_tensorflow_batch_prints_only_the_progress_bar_and_the_summary(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "Graded 1 submission(s): 1 executed" in done.stdout
     assert_only_progress(done.stderr)
+
+
+# ---------------------------------------------------------------- 5. data that fetches itself
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output to the test's own lines
+        pass
+
+
+@contextlib.contextmanager
+def serving(folder: Path):
+    """``folder`` over HTTP on 127.0.0.1 (a real server, an ephemeral port); yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port_url() -> str:
+    """An address where nothing listens: what an offline machine sees."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/housing.csv"
+
+
+needs_housing = pytest.mark.skipif(not (SHARED_DATA / "housing.csv").is_file(),
+                                   reason=f"needs the real housing.csv in {SHARED_DATA}")
+
+
+@needs_housing
+def test_grader_data_downloads_verifies_and_refuses_a_wrong_file(tmp_path):
+    from grader.data import HOUSING_SHA256, sha256_of
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
+    shutil.copy(SHARED_DATA / "housing.csv", good / "housing.csv")
+    (bad / "housing.csv").write_text("longitude,latitude\n-122.23,37.88\n")
+    cache = tmp_path / "cache"
+    housing = cache / "data" / "housing"
+    no_copy = {"GRADER_DATA": ""}  # no local copy anywhere: only the download can help
+
+    with serving(bad) as url:
+        wrong = grader("data", cwd=tmp_path, cache=cache,
+                       env={**no_copy, "GRADER_HOUSING_URL": f"{url}/housing.csv"})
+    assert wrong.returncode == 4
+    assert "not the handson-ml2 housing.csv, so it was not kept" in wrong.stderr
+    assert list(housing.iterdir()) == []  # nothing kept, not even a partial file
+
+    offline = grader("data", cwd=tmp_path, cache=cache,
+                     env={**no_copy, "GRADER_HOUSING_URL": closed_port_url()})
+    assert offline.returncode == 4
+    assert "could not be downloaded" in offline.stderr
+    assert "If this machine is offline" in offline.stderr and "--data-dir" in offline.stderr
+    assert list(housing.iterdir()) == []
+
+    with serving(good) as url:
+        fetched = grader("data", cwd=tmp_path, cache=cache,
+                         env={**no_copy, "GRADER_HOUSING_URL": f"{url}/housing.csv"})
+    assert fetched.returncode == 0, fetched.stderr
+    assert "downloading it from http://127.0.0.1:" in fetched.stdout
+    assert sha256_of(housing / "housing.csv") == HOUSING_SHA256
+    assert [p.name for p in housing.iterdir()] == ["housing.csv"]
+
+    # From now on the cache answers: no network needed.
+    again = grader("data", cwd=tmp_path, cache=cache,
+                   env={**no_copy, "GRADER_HOUSING_URL": closed_port_url()})
+    assert again.returncode == 0 and "downloading" not in again.stdout
+
+
+def housing_toy_course(tmp_path: Path) -> Path:
+    """The toy course, its assignment needing housing.csv (fast: no TensorFlow)."""
+    course = tmp_path / "course"
+    shutil.copytree(TOY_COURSE, course)
+    toml = course / "assignments" / "toy" / "assignment.toml"
+    toml.write_text(toml.read_text().replace('notebook = "toy.ipynb"',
+                                             'notebook = "toy.ipynb"\ndatasets = ["housing"]'))
+    return course
+
+
+@needs_housing
+def test_grader_check_on_a_laptop_downloads_the_csv_first(tmp_path):
+    course = housing_toy_course(tmp_path)
+    shutil.copy(TOY_REFERENCE, tmp_path / "mine.ipynb")
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(SHARED_DATA / "housing.csv", served / "housing.csv")
+    with serving(served) as url:
+        done = grader("check", "mine.ipynb", "--assignment", "toy", cwd=tmp_path,
+                      cache=tmp_path / "cache",
+                      env={"GRADER_DATA": "", "GRADER_COURSE": str(course),
+                           "GRADER_HOUSING_URL": f"{url}/housing.csv"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "downloading it from" in done.stderr
+    assert (tmp_path / "cache" / "data" / "housing" / "housing.csv").is_file()

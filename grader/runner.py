@@ -96,7 +96,7 @@ def _grade_in_worker(course_root: str, assignment_name: str, options: GradeOptio
 def _invalid(submission: Submission, assignment: Assignment,
              options: GradeOptions) -> SubmissionResult:
     return unscored_result(assignment, options, submission.student_id, Status.INVALID,
-                           submission.problem)
+                           submission.problem, str(submission.source or ""))
 
 
 class ResultStore:

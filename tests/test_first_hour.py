@@ -298,3 +298,41 @@ def test_make_demo_offline_grades_the_other_practicals_and_says_how_to_get_the_c
     rows = grades(tmp_path / "reports" / "linear_softmax")
     assert len(rows) == 5 and {row["status"] for row in rows} <= {"ok", "error"}
     assert not (tmp_path / "reports" / "ocean_proximity").exists()
+
+
+# ---------------------------------------------------------------- 7. names from real classes
+
+def test_a_class_with_unicode_accented_and_colliding_names_grades_every_student(tmp_path):
+    import sqlite3
+
+    files = {"with space é.ipynb": "x = 1", "李雷.ipynb": "x = 2", "王芳.ipynb": "x = 3",
+             "a b.ipynb": "x = 4", "a_b.ipynb": "x = 5"}
+    subs = toy_submissions(tmp_path / "subs", files)
+    out = tmp_path / "out"
+    done = run_toy(subs, out, tmp_path / "cache")
+    assert "5 executed" in done.stdout
+    rows = {row["student_id"]: row for row in grades(out)}
+    assert len(rows) == 5 and {row["status"] for row in rows.values()} == {"ok"}
+    assert {"with_space_é", "李雷", "王芳"} <= set(rows)
+    apart = sorted(sid for sid in rows if sid.startswith("a_b-"))
+    assert len(apart) == 2  # kept apart, neither refused as "more than one submission"
+    for student in rows:
+        result = json.loads((out / "results" / f"{student}.json").read_text(encoding="utf-8"))
+        assert result["student_id"] == student and result["score"] == 5
+        assert Path(result["source_path"]).name in files  # the original file name
+        assert (out / "executed" / f"{student}.ipynb").is_file()
+    sources = {Path(json.loads((out / "results" / f"{sid}.json").read_text())["source_path"]).name
+               for sid in apart}
+    assert sources == {"a b.ipynb", "a_b.ipynb"}
+    pages = list((out / "feedback").glob("*.html"))
+    assert len(pages) == 5
+    shown = [page.read_text(encoding="utf-8") for page in pages]
+    for student in rows:
+        assert sum(f'<span class="mono" id="student">{student}</span>' in page
+                   for page in shown) == 1
+    assert "李雷" in (out / "index.html").read_text(encoding="utf-8")
+    moodle = (out / "exports" / "moodle.csv").read_text(encoding="utf-8")
+    assert all(student in moodle for student in rows)
+    with sqlite3.connect(out / "gradebook.sqlite") as db:
+        stored = {sid for (sid,) in db.execute("SELECT student_id FROM results")}
+    assert stored == set(rows)

@@ -336,3 +336,73 @@ def test_a_class_with_unicode_accented_and_colliding_names_grades_every_student(
     with sqlite3.connect(out / "gradebook.sqlite") as db:
         stored = {sid for (sid,) in db.execute("SELECT student_id FROM results")}
     assert stored == set(rows)
+
+
+# ---------------------------------------------------------------- 8. check cells
+
+def test_grader_generate_adds_a_check_cell_after_each_question_with_public_checks(tmp_path):
+    course = tmp_path / "course"
+    shutil.copytree(TOY_COURSE, course)
+    student = course / "assignments" / "toy" / "toy.ipynb"
+    student.unlink()
+    done = grader("generate", cwd=course, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    cells = json.loads(student.read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells]
+    check_at = [i for i, s in enumerate(sources) if 'check("q1")' in s]
+    assert len(check_at) == 1
+    assert sources[check_at[0] - 1].startswith("import numpy as np\n\ndef square")  # after Q1
+    assert sources[check_at[0] + 1].startswith("## Q2")
+    assert not any('check("q2")' in s for s in sources)  # q2 has no public checks
+    assert cells[check_at[0]]["outputs"] == [] and cells[check_at[0]]["id"] == "check-q1"
+    assert student.read_text() == (TOY_COURSE / "assignments" / "toy" / "toy.ipynb").read_text()
+
+
+def _completed_student_notebook(path: Path) -> None:
+    """What a student hands in: the generated notebook with its solutions written."""
+    import nbformat
+
+    from grader.authoring import with_check_cells
+
+    notebook = nbformat.read(str(TOY_REFERENCE), as_version=4)
+    notebook.cells = with_check_cells(notebook.cells, {"q1"})
+    nbformat.write(notebook, str(path))
+
+
+def test_a_check_cell_shows_a_table_in_jupyter_and_does_nothing_while_grading(tmp_path,
+                                                                           monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    course = tmp_path / "course"
+    shutil.copytree(TOY_COURSE, course)
+    folder = course / "assignments" / "toy"
+    _completed_student_notebook(folder / "done.ipynb")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this grader
+    monkeypatch.delenv("GRADER_EXECUTING", raising=False)
+    for name in ("done.ipynb", "toy.ipynb"):  # solved, and the untouched stub
+        notebook = nbformat.read(str(folder / name), as_version=4)
+        NotebookClient(notebook, timeout=120, allow_errors=True,
+                       resources={"metadata": {"path": str(folder)}}).execute()
+        cell = next(c for c in notebook.cells if 'check("q1")' in c.source)
+        shown, = [o for o in cell.outputs if o.output_type == "execute_result"]
+        table = shown.data["text/html"]
+        assert "<table>" in table and "q1.square_small_example" in table
+        if name == "done.ipynb":
+            assert "&#10004;" in table and "1/1" in table  # passed
+        else:
+            assert "&#10008;" in table and "0/1" in table  # failed, with what to fix
+            assert "square" in shown.data["text/plain"]
+
+    # Graded, the same notebook scores what the reference scores; the check cell is silent.
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(folder / "done.ipynb", subs / "ann.ipynb")
+    shutil.copy(TOY_REFERENCE, subs / "ref.ipynb")
+    run_toy(subs, tmp_path / "out", tmp_path / "cache")
+    rows = {row["student_id"]: row for row in grades(tmp_path / "out")}
+    assert (rows["ann"]["score"], rows["ann"]["status"]) == (rows["ref"]["score"], "ok") == \
+        ("5", "ok")
+    executed = json.loads((tmp_path / "out" / "executed" / "ann.ipynb").read_text())
+    check, = [c for c in executed["cells"] if 'check("q1")' in "".join(c["source"])]
+    assert check["outputs"] == []

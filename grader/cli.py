@@ -188,7 +188,9 @@ def _feedback_writer(out: Path, enabled: bool):
 def _print_summary(summary, out: Path) -> None:
     statuses = ", ".join(f"{count} {status.value}" for status, count in
                          sorted(summary.statuses.items(), key=lambda item: item[0].value))
-    scores = [r.score / r.max_score for r in summary.results if r.max_score]
+    # A grader error is not a grade: it would drag the mean down with a 0 nobody earned.
+    scores = [r.score / r.max_score for r in summary.results
+              if r.max_score and r.status.value != "grader-error"]
     mean = f"; mean score {100 * sum(scores) / len(scores):.0f}%" if scores else ""
     print(f"Graded {summary.total} submission(s): {summary.executed} executed, "
           f"{summary.cached} unchanged since the last run{mean}.")

@@ -123,6 +123,7 @@ def test_a_grader_error_row_has_an_empty_score_and_the_summary_asks_for_a_re_run
     assert (row["student_id"], row["status"], row["score"], row["max_score"]) == \
         ("ann", "grader-error", "", "5")
     assert "1 row(s) need a re-run" in done.stdout
+    assert "mean score" not in done.stdout  # no grade was given, so no mean of 0s
 
 
 # ---------------------------------------------------------------- 3. a quiet terminal

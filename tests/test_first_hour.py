@@ -231,6 +231,11 @@ def test_grader_data_downloads_verifies_and_refuses_a_wrong_file(tmp_path):
     assert list(housing.iterdir()) == []
 
     with serving(good) as url:
+        # A wrong local copy is the user's to fix: refused, and not masked by a download.
+        local = grader("data", "--data-dir", str(bad), cwd=tmp_path, cache=cache,
+                       env={**no_copy, "GRADER_HOUSING_URL": f"{url}/housing.csv"})
+        assert local.returncode == 4 and "not the handson-ml2 housing.csv" in local.stderr
+        assert "downloading" not in local.stdout and list(housing.iterdir()) == []
         fetched = grader("data", cwd=tmp_path, cache=cache,
                          env={**no_copy, "GRADER_HOUSING_URL": f"{url}/housing.csv"})
     assert fetched.returncode == 0, fetched.stderr

@@ -124,8 +124,8 @@ def housing_url() -> str:
 def download_housing_csv(url: str | None = None) -> Path:
     """Download housing.csv into the cache and verify its sha256; a wrong or cut-short file
     is refused and nothing is kept. Raises :class:`DataUnavailable` saying what to do."""
+    import http.client
     import urllib.error
-    import urllib.request
 
     url = url or housing_url()
     cached = cache_root() / "data" / "housing" / "housing.csv"
@@ -134,7 +134,7 @@ def download_housing_csv(url: str | None = None) -> Path:
     try:
         try:
             size = _fetch(url, partial)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
             raise DataUnavailable(
                 f"housing.csv could not be downloaded from {url} ({reason}). If this machine "

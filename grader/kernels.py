@@ -143,12 +143,16 @@ class Zygote:
                   "fd": theirs.fileno(), "shared": self.shared}
         argv = ["prlimit", "--nofile=1024", "--core=0", "--", *args, "--",
                 sys.executable, "-m", "grader.zygote", json.dumps(config)]
+        # The zygote's stdout/stderr (TensorFlow's C++ start-up logs, and those of the kernels
+        # it forks, which inherit them) go to a log file of its own, not to the terminal.
+        log = open(self.own / "zygote.log", "ab")  # noqa: SIM115 - the child holds it
         try:
             self.process = subprocess.Popen(argv, env=zygote_spec.environment(),
                                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            stdout=log, stderr=log, start_new_session=True)
         finally:
             theirs.close()
+            log.close()
         ready = self._receive(ZYGOTE_START_TIMEOUT_S)
         if not ready.get("ready"):
             self.stop()

@@ -10,8 +10,10 @@ process; the coordinating process writes each result the moment it arrives:
 
 Killing the grader loses nothing finished. A re-run skips every submission whose
 stored result has the same cache key (the notebook's bytes, the assignment's
-version and fingerprint, the grader's version); results are also kept in the
-cache folder by key, so an unchanged notebook is never executed twice.
+version and fingerprint, the grader's version); results and executed notebooks are
+also kept in the cache folder by key, so an unchanged notebook is never executed
+twice, and a hit there is written into a new OUT like a fresh result
+(:class:`ResultStore`). ``--no-cache`` executes everything again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import io
 import multiprocessing
 import os
+import shutil
 import sys
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -93,17 +96,31 @@ def _grade_in_worker(course_root: str, assignment_name: str, options: GradeOptio
 def _invalid(submission: Submission, assignment: Assignment,
              options: GradeOptions) -> SubmissionResult:
     return unscored_result(assignment, options, submission.student_id, Status.INVALID,
-                           submission.problem)
+                           submission.problem, str(submission.source or ""))
 
 
 class ResultStore:
-    """OUT/results/*.json, grades.csv and the key-addressed cache."""
+    """OUT/results/*.json, grades.csv and the key-addressed cache.
+
+    The cache (``cache_root()/results``) holds, by cache key, ``<key>.json`` (the result)
+    and ``<key>.ipynb`` (its executed notebook). A hit there is saved into this OUT like
+    a fresh result: its JSON, its executed notebook, its grades.csv row (and, through
+    ``on_result``, its feedback page). What a hit copies unchanged is everything the
+    grading produced, ``graded_at`` and ``duration_s`` included (when and how long the
+    notebook really ran); only what names this run's files is set anew: ``student_id``,
+    ``source_path`` (where the notebook was found) and ``executed_notebook`` (its copy
+    in this OUT).
+
+    ``use_cache=False`` (``--no-cache``) reads neither OUT/results nor the cache, so
+    every submission executes; the fresh results still replace the cached ones."""
 
     def __init__(self, out_dir: Path, use_cache: bool = True):
         self.out_dir = out_dir
         self.results_dir = out_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_dir = cache_root() / "results" if use_cache else None
+        self.executed_dir = out_dir / "executed"
+        self.use_cache = use_cache
+        self.cache_dir = cache_root() / "results"
 
     def path(self, student_id: str) -> Path:
         return self.results_dir / f"{student_id}.json"
@@ -111,28 +128,51 @@ class ResultStore:
     def load(self, student_id: str) -> SubmissionResult | None:
         path = self.path(student_id)
         try:
-            return SubmissionResult.from_json(path.read_text())
+            return SubmissionResult.from_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def cached(self, student_id: str, key: str) -> SubmissionResult | None:
-        """A finished result for exactly these bytes, this assignment and this grader."""
+    def cached(self, student_id: str, key: str, source_path: str = "") -> SubmissionResult | None:
+        """A finished result for exactly these bytes, this assignment and this grader, from
+        OUT/results or else from the cache (then saved into OUT); None: execute it."""
+        if not self.use_cache:
+            return None
         stored = self.load(student_id)
         if stored is not None and stored.cache_key == key and _final(stored):
             return stored
-        if self.cache_dir is not None:
-            try:
-                hit = SubmissionResult.from_json((self.cache_dir / f"{key}.json").read_text())
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-            if _final(hit):
-                return replace(hit, student_id=student_id)
-        return None
+        try:
+            hit = SubmissionResult.from_json(
+                (self.cache_dir / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not _final(hit) or hit.cache_key != key:
+            return None
+        executed = None
+        notebook = self.cache_dir / f"{key}.ipynb"
+        if notebook.is_file():
+            self.executed_dir.mkdir(parents=True, exist_ok=True)
+            target = self.executed_dir / f"{student_id}.ipynb"
+            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            shutil.copyfile(notebook, partial)
+            os.replace(partial, target)
+            executed = str(target)
+        adopted = replace(hit, student_id=student_id, source_path=source_path or hit.source_path,
+                          executed_notebook=executed)
+        _atomic_write(self.path(student_id), adopted.to_json())
+        return adopted
 
     def save(self, result: SubmissionResult) -> None:
         _atomic_write(self.path(result.student_id), result.to_json())
-        if self.cache_dir is not None and result.cache_key and _final(result):
+        if result.cache_key and _final(result):
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            executed = Path(result.executed_notebook) if result.executed_notebook else None
+            if executed is not None and not executed.is_absolute():
+                executed = self.out_dir / executed
+            if executed is not None and executed.is_file():
+                partial = self.cache_dir / f".{result.cache_key}.{os.getpid()}.partial"
+                shutil.copyfile(executed, partial)
+                os.replace(partial, self.cache_dir / f"{result.cache_key}.ipynb")
+            # The JSON last: a result in the cache always finds its notebook beside it.
             _atomic_write(self.cache_dir / f"{result.cache_key}.json", result.to_json())
 
     def all(self) -> list[SubmissionResult]:
@@ -148,10 +188,16 @@ class ResultStore:
         writer = csv.writer(buffer)
         writer.writerow(GRADES_COLUMNS)
         for result in self.all():
-            writer.writerow([result.student_id, result.assignment, f"{result.score:g}",
+            writer.writerow([result.student_id, result.assignment, grade_cell(result),
                              f"{result.max_score:g}", result.status.value,
                              result.message, f"{result.duration_s:.1f}", result.graded_at])
         _atomic_write(self.out_dir / "grades.csv", buffer.getvalue())
+
+
+def grade_cell(result: SubmissionResult) -> str:
+    """The score column: empty for a grader error (the student was not graded, and an
+    uploaded 0 would read as a grade); a re-run fills it."""
+    return "" if result.status is Status.GRADER_ERROR else f"{result.score:g}"
 
 
 def _final(result: SubmissionResult) -> bool:
@@ -161,7 +207,7 @@ def _final(result: SubmissionResult) -> bool:
 
 def _atomic_write(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 
@@ -207,7 +253,8 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
         if submission.path is not None and submission.path.is_file() \
                 and not submission.path.is_symlink():
             hit = store.cached(submission.student_id,
-                               cache_key(submission.path.read_bytes(), assignment))
+                               cache_key(submission.path.read_bytes(), assignment),
+                               str(submission.path))
         if hit is not None:
             finish(hit, cached=True)
         else:
@@ -289,8 +336,6 @@ def _scratch(out_dir: Path) -> Path:
 
 
 def _remove_scratch(scratch: Path | None) -> None:
-    import shutil
-
     if scratch is not None and scratch.name == ".scratch":
         shutil.rmtree(scratch, ignore_errors=True)
 

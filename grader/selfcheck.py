@@ -133,6 +133,10 @@ def check_notebook(args) -> bool:
         notebook, _ = read_notebook(path.read_bytes())
         name = notebook.metadata.get("grader", {}).get("assignment")
     target = _assignment_for_folder(path.parent, name)
+    if "housing" in target.datasets:  # a student's laptop: fetched once, like `grader data`
+        from .data import housing_csv_or_download
+
+        housing_csv_or_download(args.data_dir, say=lambda line: print(line, file=sys.stderr))
     print(f"Running {path.name} from the top for {target.name} ...", file=sys.stderr)
     options = GradeOptions(sandbox=args.sandbox, public_only=True, data_dir=args.data_dir)
     result = grade_submission(path, target, options, student_id=path.stem)

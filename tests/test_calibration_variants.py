@@ -5,7 +5,6 @@ end-to-end test runs a tiny course whose "trained" metric is a seeded number (no
 TensorFlow), as tests/test_calibration.py does."""
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import nbformat

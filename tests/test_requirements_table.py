@@ -23,12 +23,11 @@ def _cells(line: str) -> list[str]:
 def requirement_table(text: str) -> list[tuple[str, list[str]]]:
     """(requirement, [check ids]) for each row of the ``| requirement | check |`` table."""
     lines = text.splitlines()
-    for start, line in enumerate(lines):
-        if line.lstrip().startswith("|") and [c.lower() for c in _cells(line)] == \
-                ["requirement", "check"]:
-            break
-    else:
+    headers = [i for i, line in enumerate(lines) if line.lstrip().startswith("|")
+               and [c.lower() for c in _cells(line)] == ["requirement", "check"]]
+    if not headers:
         return []
+    start = headers[0]
     rows = []
     for line in lines[start + 2:]:  # the header, then the |---|---| line
         if not line.lstrip().startswith("|"):

@@ -94,6 +94,7 @@ def check_test_step_changes_nothing(student, expected):
 
 ARCHITECTURE_CODE = """
 import numpy as np
+import keras
 model = ns["build_model"]()
 if not model.weights:
     model(np.zeros((1, 28, 28), "float32"), training=False)
@@ -101,6 +102,14 @@ result = describe_model(model)
 result["train_step_owner"] = type(model).train_step.__qualname__.split(".")[0]
 result["test_step_owner"] = type(model).test_step.__qualname__.split(".")[0]
 result["call_shape"] = list(np.shape(model(np.zeros((2, 28, 28), "float32"), training=False)))
+try:  # nested layers too (a subclassed model's attributes)
+    _layers = list(model._flatten_layers(include_self=False))
+except Exception:
+    _layers = list(getattr(model, "layers", []))
+_norms = [layer.get_config() for layer in _layers
+          if isinstance(layer, keras.layers.BatchNormalization)]
+result["batchnorm"] = [{k: _c.get(k) for k in ("momentum", "epsilon", "center", "scale")}
+                       for _c in _norms]
 _optimizer = getattr(model, "optimizer", None)
 result["optimizer_class"] = type(_optimizer).__name__ if _optimizer is not None else None
 try:
@@ -135,6 +144,14 @@ def check_architecture(student, expected):
     assert_equal([layers[3]["units"], layers[3]["activation"]], [10, "softmax"],
                  what="units and activation of the last Dense layer",
                  fix="A 10-class classifier ends in keras.layers.Dense(10, activation='softmax').")
+    defaults = {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
+    changed = {k: v for norm in info.get("batchnorm") or [] for k, v in norm.items()
+               if k in defaults and v != defaults[k]}
+    if changed:
+        raise CheckFailed(
+            f"Q2: the BatchNormalization layer has {changed}; expected its defaults "
+            f"({defaults}), as the architecture table asks. Use keras.layers.BatchNormalization() "
+            "without arguments.", expected=str(defaults), found=str(changed))
     assert_equal(tuple(info["call_shape"]), (2, 10), what="the output shape for 2 images",
                  fix="The model must map (N, 28, 28) images to (N, 10) probabilities.")
     if not info["compiled"]:

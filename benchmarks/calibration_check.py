@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--sandbox", choices=["auto", "required", "off"], default="auto")
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--no-variants", action="store_true",
+                        help="calibrate the reference only (default: with reference/NAME/variants/)")
     parser.add_argument("--write", action="store_true",
                         help="also write the band into the real reference/NAME/expected.json")
     args = parser.parse_args(argv)
@@ -189,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         course = scratch_course(args.name, Path(tmp) / "course")
         entries = calibrate(SimpleNamespace(name=args.name, runs=args.runs, device=args.device,
                                             workers=args.workers, data_dir=args.data_dir,
-                                            sandbox=args.sandbox), course)
+                                            sandbox=args.sandbox,
+                                            no_variants=args.no_variants), course)
         options = GradeOptions(sandbox=mode if mode == "off" else args.sandbox,
                                device=args.device, data_dir=args.data_dir,
                                gpu_devices=gpu_device_nodes() if args.device == "gpu" else ())

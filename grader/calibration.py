@@ -43,18 +43,48 @@ kernels need to repeat bit for bit. Values are rounded (``low``, ``mean`` and
 file: when a new calibration measures exactly what the file already holds, the
 entry, date included, is left untouched, and so is the assignment's fingerprint
 (and with it every cached grade).
+
+Variants: the space of allowed solutions
+----------------------------------------
+The reference is one solution among those the assignment text allows (a global-pooling
+head instead of ``Flatten``, ``BatchNormalization`` with its default momentum, other
+hidden sizes...). The author lists such choices in ``reference/<name>/variants/``: a
+notebook (``<variant>.ipynb``) or small edits applied to the reference
+(``<variant>.json``: ``{"description": "...", "edits": [["old", "new"], ...]}``, each
+``old`` matching exactly once in one code cell). ``grader calibrate`` grades every variant
+with the same seeds, computes its band with the same rule and records it next to the
+reference's (``variants`` in the entry); ``low`` is the lowest band among the reference and
+the variants that are *usable*:
+
+* a variant that fails a check other than the trained-quality ones is not a solution the
+  checks allow: it is reported and not used;
+* a variant whose band lies more than ``max_drop`` (``--max-drop``, default 0.03) under the
+  reference's cannot reach the band: it is reported as a signal that the assignment text
+  must say more (epochs, head, momentum...) and not used, so that one choice the text did
+  not rule out does not open the band for every weak model.
+
+Any variant whose runs fall under the reference's band is reported (``short`` in its
+record), so the author sees which allowed choices the fixed epochs treat unfairly.
+
+Provenance also records which hidden inputs the metric was measured on (``inputs``:
+sha256 of ``expected.npz``, of the ``values`` of expected.json, of every dataset file
+in the data cache and of any ``holdout*`` file in the reference folder): a holdout that
+changes (a private subset, a new split) shows in the file, and values measured on
+another holdout are never silently reused.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import glob
+import hashlib
 import json
 import math
 import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -71,6 +101,7 @@ DETERMINISM_ENV: tuple[tuple[str, str], ...] = (
 )
 RECOMMENDED_RUNS = 5
 DEFAULT_WORKERS = 2
+DEFAULT_MAX_DROP = 0.03  # see "Variants" above
 
 
 # --------------------------------------------------------------------------- the rule
@@ -281,13 +312,169 @@ def _without_date(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k != "date"}
 
 
+# --------------------------------------------------------------------------- variants
+
+@dataclass(frozen=True)
+class Variant:
+    """An allowed alternative to the reference: a notebook, or edits to the reference."""
+
+    name: str
+    description: str
+    source: str  # where it comes from, e.g. "variants/global_pooling.json (2 edits)"
+    notebook: Any  # an nbformat NotebookNode
+
+
+def load_variants(reference_directory: Path, reference_notebook: Path) -> list[Variant]:
+    """The variants listed in ``reference_directory/variants/`` (sorted by name)."""
+    import nbformat
+
+    folder = reference_directory / "variants"
+    if not folder.is_dir():
+        return []
+    variants: list[Variant] = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".ipynb":
+            notebook = nbformat.read(str(path), as_version=4)
+            description = str(notebook.metadata.get("variant", {}).get("description", "")) \
+                or f"the notebook {path.name}"
+            variants.append(Variant(path.stem, description, f"variants/{path.name}", notebook))
+        elif path.suffix == ".json":
+            spec = json.loads(path.read_text())
+            edits = spec.get("edits") if isinstance(spec, dict) else None
+            if not isinstance(edits, list) or not edits or not all(
+                    isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)
+                    for e in edits):
+                raise ConfigurationError(
+                    f"{path}: expected {{\"description\": ..., \"edits\": [[old, new], ...]}} "
+                    "with at least one edit")
+            notebook = apply_edits(nbformat.read(str(reference_notebook), as_version=4), edits,
+                                   where=str(path))
+            variants.append(Variant(path.stem, str(spec.get("description") or path.stem),
+                                    f"variants/{path.name} ({len(edits)} edit(s) to the "
+                                    "reference)", notebook))
+    return variants
+
+
+def apply_edits(notebook, edits: Sequence[Sequence[str]], where: str = "a variant"):
+    """``notebook`` with each (old, new) applied; each ``old`` must match exactly once."""
+    for old, new in edits:
+        hits = [cell for cell in notebook.cells if cell.cell_type == "code" and old in cell.source]
+        if len(hits) != 1 or hits[0].source.count(old) != 1:
+            raise ConfigurationError(
+                f"{where}: the edit {old[:80]!r} does not match exactly once in the reference "
+                "notebook (was the reference changed? update the variant)")
+        hits[0].source = hits[0].source.replace(old, new)
+    return notebook
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    """What calibrating one variant found (see :func:`combine`)."""
+
+    variant: Variant
+    records: tuple[RunRecord, ...]
+    values: dict[str, list[float]]  # metric -> one value per run (empty when not clean)
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [f"seed {r.seed}: " + (f"{r.status}: {r.message}" if r.status != "ok"
+                                      else "; ".join(f[:200] for f in r.failed))
+                for r in self.records if not r.clean]
+
+
+def combine(reference: dict[str, Any], outcomes: Sequence[VariantOutcome], metric: str,
+            rule: BandRule, max_drop: float) -> tuple[dict[str, Any], list[str]]:
+    """The reference's ``band_entry`` with the variants recorded and ``low`` the lowest usable
+    band; also the lines calibrate reports about the variants (signals to the author)."""
+    entry = dict(reference)
+    reference_low = float(reference["low"])
+    records: dict[str, dict[str, Any]] = {}
+    signals: list[str] = []
+    low, low_from = reference_low, "reference"
+    for outcome in outcomes:
+        variant = outcome.variant
+        record: dict[str, Any] = {"description": variant.description, "source": variant.source}
+        failed = outcome.failed_checks
+        if failed or metric not in outcome.values:
+            record.update(used=False, why="fails checks other than the trained-quality ones: "
+                          + " | ".join(failed)[:600] if failed else "reported no " + metric)
+            signals.append(f"variant {variant.name} ({variant.description}) is not a solution "
+                           f"the checks allow, so it was not used: {record['why']}")
+            records[variant.name] = record
+            continue
+        values = outcome.values[metric]
+        stats = band_from_values(values, rule)
+        short = [v for v in values if v < reference_low]
+        record.update(values=[round(float(v), 6) for v in values],
+                      seeds=[r.seed for r in outcome.records], runs=len(values),
+                      mean=stats.mean, std=stats.std, low=stats.low, short=len(short))
+        if stats.low < reference_low - max_drop:
+            record.update(used=False, why=(
+                f"its band {stats.low:.4f} lies more than {max_drop:g} under the reference's "
+                f"{reference_low:.4f}"))
+            signals.append(
+                f"variant {variant.name} ({variant.description}) cannot reach the band: mean "
+                f"{stats.mean:.4f}, min {stats.minimum:.4f}, its band {stats.low:.4f} vs the "
+                f"reference's {reference_low:.4f} (more than --max-drop {max_drop:g} lower). The "
+                "assignment text allows this choice but the fixed training does not get it to the "
+                "band: say more in the text (epochs, head, momentum...) or drop the variant. "
+                "Not used.")
+        else:
+            record["used"] = True
+            if short:
+                signals.append(
+                    f"variant {variant.name} ({variant.description}): {len(short)} of "
+                    f"{len(values)} runs under the reference's band {reference_low:.4f} (min "
+                    f"{stats.minimum:.4f}); the band is lowered to {min(low, stats.low):.4f} so "
+                    "that this allowed choice passes; consider saying more in the text.")
+            if stats.low < low:
+                low, low_from = stats.low, f"variant {variant.name}"
+        records[variant.name] = record
+    if not outcomes:
+        return entry, signals
+    entry["reference_low"] = reference_low
+    entry["low"] = low
+    entry["low_from"] = low_from
+    entry["variants"] = records
+    used = [name for name, r in records.items() if r.get("used")]
+    entry["rule"] = (f"{reference['rule']} Variants ({len(records)}; max drop {max_drop:g}): "
+                     f"used {', '.join(used) or 'none'}; low = the lowest band among the "
+                     f"reference and the used variants = {low:.4f} ({low_from}).")
+    return entry, signals
+
+
+def input_fingerprints(reference_directory: Path, datasets: dict[str, Path]) -> dict[str, str]:
+    """sha256 (first 16 hex digits) of what a trained-quality metric is measured on."""
+    found: dict[str, str] = {}
+    npz = reference_directory / "expected.npz"
+    if npz.is_file():
+        found["expected.npz"] = _sha(npz.read_bytes())
+    expected_json = reference_directory / "expected.json"
+    if expected_json.is_file():
+        values = json.loads(expected_json.read_text()).get("values", {})
+        found["expected.json values"] = _sha(json.dumps(values, sort_keys=True).encode())
+    for path in sorted(reference_directory.glob("holdout*")):
+        if path.is_file():
+            found[path.name] = _sha(path.read_bytes())
+    for name, path in sorted(datasets.items()):
+        found[f"data:{name}"] = _sha(Path(path).read_bytes())
+    return found
+
+
+def _sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- the command
 
 def calibrate(args, course_root: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``grader calibrate NAME [--runs K] [--device cpu|gpu] [--workers N]``: run the
-    reference K times, print the runs and the bands, write the bands to expected.json.
-    Returns ``{metric: {device: entry}}``."""
+    """``grader calibrate NAME [--runs K] [--device cpu|gpu] [--workers N] [--no-variants]
+    [--max-drop D]``: run the reference K times, and every variant of
+    ``reference/NAME/variants/`` K times with the same seeds; print the runs, the bands and
+    the signals about variants; write the bands to expected.json. Returns
+    ``{metric: {device: entry}}``."""
     from .assignment import load_assignment
+    from .data import prepare
     from .executor import GradeOptions, versions
     from .sandbox import resolve_mode
 
@@ -302,19 +489,26 @@ def calibrate(args, course_root: Path) -> dict[str, dict[str, dict[str, Any]]]:
               file=sys.stderr)
     device = getattr(args, "device", "cpu") or "cpu"
     workers = getattr(args, "workers", None) or DEFAULT_WORKERS
+    max_drop = getattr(args, "max_drop", None)
+    max_drop = DEFAULT_MAX_DROP if max_drop is None else float(max_drop)
+    variants = ([] if getattr(args, "no_variants", False) else
+                load_variants(assignment.reference_directory, assignment.reference_notebook))
     requested = getattr(args, "sandbox", "auto") or "auto"
     mode, warning = resolve_mode(requested)
     if warning:
         print(warning, file=sys.stderr)
+    data_dir = getattr(args, "data_dir", None)
     options = GradeOptions(sandbox=mode if mode == "off" else requested, device=device,
-                           data_dir=getattr(args, "data_dir", None), calibrating=True,
+                           data_dir=data_dir, calibrating=True,
                            gpu_devices=gpu_device_nodes() if device == "gpu" else ())
+    datasets = prepare(assignment.datasets, data_dir)  # once, before workers race to write it
     seeds = seeds_for(runs)
-    print(f"Calibrating {assignment.name} on {device}: {runs} runs of the reference notebook, "
-          f"GRADER_SEED {_seed_text(seeds)}, {workers} at a time, sandbox {mode}.")
+    print(f"Calibrating {assignment.name} on {device}: {runs} runs of the reference notebook"
+          f"{f' and of {len(variants)} variant(s)' if variants else ''}, GRADER_SEED "
+          f"{_seed_text(seeds)}, {workers} at a time, sandbox {mode}.")
     started = time.perf_counter()
     records = run_seeds(assignment.name, course_root, seeds, options, workers=workers,
-                        progress=lambda r: print(f"  seed {r.seed}: {r.status} in "
+                        progress=lambda r: print(f"  reference, seed {r.seed}: {r.status} in "
                                                  f"{r.duration_s:.1f} s", flush=True))
     bad = [r for r in records if not r.clean]
     if bad:
@@ -330,24 +524,65 @@ def calibrate(args, course_root: Path) -> dict[str, dict[str, dict[str, Any]]]:
         raise ConfigurationError(
             f"no check of {assignment.name} reported a metric: calibration is for checks that "
             "return assert_in_band(value, expected.band(NAME), ...)")
+    outcomes = run_variants(assignment.name, course_root, variants, seeds, options, workers)
     path = assignment.reference_directory / "expected.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     floors = floors_from(data)
     found = versions()
     tensorflow = found.get("tensorflow") or found.get("tensorflow-cpu")
-    entries = {metric: {device: band_entry(vals, seeds, BandRule(floor=floors.get(metric, 0.0)),
-                                           device=device, tensorflow=tensorflow)}
-               for metric, vals in values.items()}
+    inputs = input_fingerprints(assignment.reference_directory, datasets)
+    entries: dict[str, dict[str, dict[str, Any]]] = {}
+    signals: list[str] = []
+    for metric, vals in values.items():
+        rule = BandRule(floor=floors.get(metric, 0.0))
+        entry = band_entry(vals, seeds, rule, device=device, tensorflow=tensorflow)
+        entry["inputs"] = inputs
+        entry, found_signals = combine(entry, outcomes, metric, rule, max_drop)
+        entries[metric] = {device: entry}
+        signals += found_signals
     changed = write_bands(path, entries)
     print()
     print(format_runs(records, sorted(values)))
+    for outcome in outcomes:
+        print(f"\nvariant {outcome.variant.name}: {outcome.variant.description}")
+        print(format_runs(outcome.records, sorted(values)))
     print()
     print(format_bands(entries, values))
+    if signals:
+        print("\nSignals for the author (the assignment text may need to say more):")
+        for line in dict.fromkeys(signals):
+            print(f"  - {line}")
     print()
     state = "wrote" if changed else "unchanged (the same values as already stored):"
     print(f"Bands {state} {path} ({time.perf_counter() - started:.0f} s). "
           f"Rule: {BandRule().describe()}.")
     return entries
+
+
+def run_variants(name: str, course_root: Path, variants: Sequence[Variant], seeds: Sequence[int],
+                 options, workers: int) -> list[VariantOutcome]:
+    """Grade every variant once per seed (calibrating options: bands open)."""
+    import nbformat
+
+    outcomes: list[VariantOutcome] = []
+    with tempfile.TemporaryDirectory(prefix=f"calibrate-{name}-") as scratch:
+        for variant in variants:
+            path = Path(scratch) / f"{variant.name}.ipynb"
+            nbformat.write(variant.notebook, str(path))
+            records = run_seeds(
+                name, course_root, seeds, options, notebook=path, workers=workers,
+                progress=lambda r, v=variant.name: print(
+                    f"  variant {v}, seed {r.seed}: {r.status} in {r.duration_s:.1f} s",
+                    flush=True))
+            clean = all(r.clean for r in records)
+            values: dict[str, list[float]] = {}
+            if clean:
+                try:
+                    values = collect_metrics(records)
+                except ConfigurationError:
+                    values = {}
+            outcomes.append(VariantOutcome(variant, tuple(records), values))
+    return outcomes
 
 
 def format_runs(records: Sequence[RunRecord], metrics: Sequence[str]) -> str:
@@ -359,13 +594,26 @@ def format_runs(records: Sequence[RunRecord], metrics: Sequence[str]) -> str:
 
 
 def format_bands(entries: dict, values: dict[str, list[float]]) -> str:
-    header = ["metric", "device", "runs", "mean", "sd", "min", "max", "low", "high"]
+    header = ["metric", "device", "solution", "runs", "mean", "sd", "min", "max", "band low",
+              "used"]
     rows = []
     for metric, per_device in entries.items():
         for device, entry in per_device.items():
-            rows.append([metric, device, str(entry["runs"]), f"{entry['mean']:.4f}",
+            rows.append([metric, device, "reference", str(entry["runs"]), f"{entry['mean']:.4f}",
                          f"{entry['std']:.4f}", f"{min(values[metric]):.4f}",
-                         f"{max(values[metric]):.4f}", f"{entry['low']:.4f}", "inf"])
+                         f"{max(values[metric]):.4f}",
+                         f"{entry.get('reference_low', entry['low']):.4f}", "yes"])
+            for name, record in (entry.get("variants") or {}).items():
+                if "values" not in record:
+                    rows.append([metric, device, f"variant {name}", "-", "-", "-", "-", "-", "-",
+                                 "no (fails checks)"])
+                    continue
+                rows.append([metric, device, f"variant {name}", str(record["runs"]),
+                             f"{record['mean']:.4f}", f"{record['std']:.4f}",
+                             f"{min(record['values']):.4f}", f"{max(record['values']):.4f}",
+                             f"{record['low']:.4f}", "yes" if record["used"] else "no"])
+            rows.append([metric, device, "=> band", "", "", "", "", "", f"{entry['low']:.4f}",
+                         str(entry.get("low_from", "reference"))])
     return _table(header, rows)
 
 

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--workers", "-j", type=int, default=None)
     calibrate.add_argument("--data-dir", type=Path)
     calibrate.add_argument("--sandbox", choices=["auto", "required", "off"], default="auto")
+    calibrate.add_argument("--no-variants", action="store_true",
+                           help="calibrate the reference only, ignoring reference/NAME/variants/")
+    calibrate.add_argument("--max-drop", type=float, default=None,
+                           help="a variant whose band lies more than this under the "
+                                "reference's is reported and not used (default 0.03)")
 
     data = commands.add_parser("data", help="prepare the offline data cache")
     data.add_argument("--data-dir", type=Path)

@@ -43,11 +43,11 @@ needs_housing = pytest.mark.skipif(
 PUBLIC_CHECKS = {
     "q1.label_mapping", "q1.labels_encoded", "q2.split_sizes", "q2.split_random_state",
     "q3.no_missing_values", "q3.train_standardized", "q4.five_outputs",
-    "q4.softmax_or_logits_loss",
+    "q4.hidden_nonlinear_layer", "q4.softmax_or_logits_loss",
 }
 HIDDEN_CHECKS = {"q3.preprocess_uses_train_statistics", "q5.test_accuracy"}
 ALL_CHECKS = PUBLIC_CHECKS | HIDDEN_CHECKS
-MAX_SCORE = 13
+MAX_SCORE = 14
 NOT_WRITTEN = "`build_model` is not written yet: it still raises NotImplementedError"
 NOT_STANDARDISED = "X_train is not standardised with its own statistics"
 
@@ -90,6 +90,49 @@ EXPECTED = {
                              "expected [9136, 6551, 5, 2290, 2658]",
         "q5.test_accuracy": "The accuracy of your model on the 3921 complete test districts is 0.8",
     }),
+    # -- issue 15: new alternatives (full marks) and typical mistakes (each charged once, by
+    # the question where it is; messages name that question) ------------------------------
+    "alt_get_dummies_fillna": (Status.OK, {}),
+    "alt_label_encoder_numpy_scaling": (Status.OK, {}),
+    "alt_activation_layers_dropout": (Status.OK, {}),  # Activation/ReLU layers, judged by behaviour
+    "alt_split_whole_frame_functional_elu": (Status.OK, {}),
+    # One hidden tanh layer: allowed by the text; the calibrated band covers it (variant
+    # reference/ocean_proximity/variants/one_hidden_tanh_logits.json).
+    "alt_one_hidden_tanh_logits": (Status.OK, {}),
+    # A stratified split costs Q2 only: Q3 is judged on the student's own split.
+    "mistake_stratified_split": (Status.OK, {
+        "q2.split_random_state": "`train_features` holds other districts than expected",
+    }),
+    # Wrong sizes cost Q2 only: X_train, X_dev, X_test are judged against the student's frames.
+    "mistake_second_split_test_size": (Status.OK, {
+        "q2.split_sizes": "`train_features` has shape (12384, 9); expected (13209, 9)",
+        "q2.split_random_state": "`train_features` has shape (12384, 9); expected (13209, 9)",
+    }),
+    # Hidden layers without an activation: Q4 says so (measured: the logits are affine in the
+    # inputs). A linear model also stays under the accuracy band (0.80), and Q5's message
+    # then points at Q4 instead of only "train longer".
+    "mistake_linear_model": (Status.OK, {
+        "q4.hidden_nonlinear_layer": "Q4: build_model() returns a linear model: its logits are "
+                                     "an affine function of the 9 inputs",
+        "q5.test_accuracy": "a model without a hidden non-linear layer (Q4) does not reach the "
+                            "band",
+    }),
+    # preprocess drops rows: X_test is too short (its own notebook's evaluation cell raises).
+    "mistake_preprocess_drops_missing_rows": (Status.ERROR, {
+        "q3.no_missing_values": "`X_test` has shape (3921, 9); expected (4128, 9). Q3: it must "
+                                "be preprocess(test_features)",
+        "q3.preprocess_uses_train_statistics": "Q3: preprocess(frame) returned shape (11, 9) "
+                                               "for a DataFrame of 14 districts",
+    }),
+    "mistake_mean_imputation": (Status.OK, {
+        "q3.preprocess_uses_train_statistics": "the value it fills in for a missing "
+                                               "total_bedrooms is wrong (3 of 3",
+    }),
+    # No metrics=["accuracy"]: the notebook's own evaluation cell raises, and Q4 says why.
+    "mistake_no_accuracy_metric": (Status.ERROR, {
+        "q4.softmax_or_logits_loss": "compiles the model without an accuracy metric: "
+                                     "model.evaluate returns only ['loss']",
+    }),
     "unanswered": (Status.ERROR, {
         "q1.label_mapping": "No `label_mapping` in your notebook",
         "q1.labels_encoded": "No `labels` in your notebook",
@@ -99,6 +142,7 @@ EXPECTED = {
         "q3.no_missing_values": "No `X_train`, `X_dev`, `X_test` in your notebook",
         "q3.train_standardized": "No `X_train` in your notebook",
         "q4.five_outputs": NOT_WRITTEN,
+        "q4.hidden_nonlinear_layer": NOT_WRITTEN,
         "q4.softmax_or_logits_loss": NOT_WRITTEN,
         "q3.preprocess_uses_train_statistics": "No `preprocess` in your notebook",
         "q5.test_accuracy": "No `model`, `preprocess` in your notebook",
@@ -206,3 +250,40 @@ def test_preprocess_check_catches_mean_imputation(tmp_path):
     result = _run_preprocess_check(_preprocess_namespace("train", fill="mean"), tmp_path)
     assert not result.passed
     assert "the value it fills in for a missing total_bedrooms is wrong (3 of 3" in result.message
+
+
+# One mistake, one charge: the hidden preprocessing check is fitted on the student's own split.
+def _stratified_namespace(fit_on: str) -> dict:
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    from grader.data import housing_csv
+
+    housing = pd.read_csv(housing_csv(DATA_DIR))
+    features = housing.drop(columns="ocean_proximity")
+    labels = housing["ocean_proximity"]
+    train_full, test, y_full, _ = train_test_split(features, labels, test_size=0.2,
+                                                   random_state=42, stratify=labels)
+    train, dev = train_test_split(train_full, test_size=0.2, random_state=42, stratify=y_full)
+    fitted = {"train": train, "test": test}[fit_on]
+    medians = fitted.median()
+    filled = fitted.fillna(medians)
+    means, stds = filled.mean(), filled.std(ddof=0)
+
+    def preprocess(frame):
+        return ((frame.fillna(medians) - means) / stds).to_numpy()
+
+    return {"preprocess": preprocess, "train_features": train, "dev_features": dev,
+            "test_features": test}
+
+
+@needs_housing
+def test_preprocess_check_does_not_charge_a_stratified_split_again(tmp_path):
+    """A stratified split (Q2's mistake) with preprocess fitted on that split's training set
+    passes Q3; fitted on that split's test set, the message names the test split."""
+    result = _run_preprocess_check(_stratified_namespace("train"), tmp_path)
+    assert result.passed, result.message
+    result = _run_preprocess_check(_stratified_namespace("test"), tmp_path)
+    assert not result.passed
+    assert "Q3: preprocess(frame) scales new districts with statistics fitted on the TEST split" \
+        in result.message

@@ -94,6 +94,7 @@ def check_test_step_changes_nothing(student, expected):
 
 ARCHITECTURE_CODE = """
 import numpy as np
+import keras
 model = ns["build_model"]()
 if not model.weights:
     model(np.zeros((1, 28, 28), "float32"), training=False)
@@ -101,12 +102,29 @@ result = describe_model(model)
 result["train_step_owner"] = type(model).train_step.__qualname__.split(".")[0]
 result["test_step_owner"] = type(model).test_step.__qualname__.split(".")[0]
 result["call_shape"] = list(np.shape(model(np.zeros((2, 28, 28), "float32"), training=False)))
+try:  # nested layers too (a subclassed model's attributes)
+    _layers = list(model._flatten_layers(include_self=False))
+except Exception:
+    _layers = list(getattr(model, "layers", []))
+_norms = [layer.get_config() for layer in _layers
+          if isinstance(layer, keras.layers.BatchNormalization)]
+result["batchnorm"] = [{k: _c.get(k) for k in ("momentum", "epsilon", "center", "scale")}
+                       for _c in _norms]
+_optimizer = getattr(model, "optimizer", None)
+result["optimizer_class"] = type(_optimizer).__name__ if _optimizer is not None else None
+try:
+    result["learning_rate"] = float(np.asarray(_optimizer.learning_rate))
+except Exception:
+    result["learning_rate"] = None
 """
+LEARNING_RATE = 1e-3
 
 
 @check("q2.architecture", points=2)
 def check_architecture(student, expected):
-    """build_model() returns a compiled CustomModel: Flatten, Dense(64, relu), BatchNormalization, Dense(10, softmax)."""
+    """build_model() returns a CustomModel: Flatten, Dense(64, relu), BatchNormalization,
+    Dense(10, softmax), compiled with Adam(learning_rate=1e-3) and sparse categorical
+    cross-entropy."""
     info = student.evaluate(ARCHITECTURE_CODE, what="build_model()")
     if info["class"] != "CustomModel":
         raise CheckFailed(f"build_model() returned a {info['class']}; expected a CustomModel. "
@@ -126,6 +144,14 @@ def check_architecture(student, expected):
     assert_equal([layers[3]["units"], layers[3]["activation"]], [10, "softmax"],
                  what="units and activation of the last Dense layer",
                  fix="A 10-class classifier ends in keras.layers.Dense(10, activation='softmax').")
+    defaults = {"momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
+    changed = {k: v for norm in info.get("batchnorm") or [] for k, v in norm.items()
+               if k in defaults and v != defaults[k]}
+    if changed:
+        raise CheckFailed(
+            f"Q2: the BatchNormalization layer has {changed}; expected its defaults "
+            f"({defaults}), as the architecture table asks. Use keras.layers.BatchNormalization() "
+            "without arguments.", expected=str(defaults), found=str(changed))
     assert_equal(tuple(info["call_shape"]), (2, 10), what="the output shape for 2 images",
                  fix="The model must map (N, 28, 28) images to (N, 10) probabilities.")
     if not info["compiled"]:
@@ -134,32 +160,80 @@ def check_architecture(student, expected):
                           "returning it.")
     loss = info["loss"] or {}
     if loss.get("name") != "sparse_categorical_crossentropy" or loss.get("from_logits"):
-        raise CheckFailed(f"The model is compiled with loss {loss or None}; expected "
+        raise CheckFailed(f"Q2: the model is compiled with loss {loss or None}; expected "
                           "'sparse_categorical_crossentropy' (the labels are integers and the "
                           "model outputs probabilities).")
+    optimizer, rate = info.get("optimizer_class"), info.get("learning_rate")
+    if optimizer != "Adam" or rate is None or not np.isclose(rate, LEARNING_RATE, rtol=1e-6,
+                                                              atol=0):
+        found = f"{optimizer}(learning_rate={rate:g})" if rate is not None else str(optimizer)
+        raise CheckFailed(
+            f"Q2: build_model() compiles the model with the optimizer {found}; expected "
+            "Adam(learning_rate=1e-3), as the question asks. Compile with "
+            "optimizer=keras.optimizers.Adam(learning_rate=1e-3) (optimizer='adam' has the same "
+            "default learning rate).", expected="Adam(learning_rate=0.001)", found=found)
 
 
 HISTORY_CODE = """
+import numpy as np
+_history = ns["history"]
 result = {"model": type(ns["model"]).__name__,
-          "loss": [float(v) for v in ns["history"].history.get("loss", [])]}
+          "epochs": len(getattr(_history, "epoch", []) or []),
+          "loss": [float(v) for v in getattr(_history, "history", {}).get("loss", [])]}
+
+
+def _cross_entropy(model):
+    probs = np.asarray(model.predict(x, verbose=0), dtype="float64")
+    return float(np.mean(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
+
+
+result["trained_loss"] = _cross_entropy(ns["model"])
+try:
+    result["fresh_loss"] = _cross_entropy(ns["build_model"]())
+except Exception:
+    result["fresh_loss"] = None
 """
+EPOCHS = 5  # the notebook's EPOCHS
+TRAINED_RATIO = 0.5  # a trained model's loss is well under half an untrained one's (2.3)
 
 
 @check("q3.model_trained", points=1)
 def check_model_trained(student, expected):
-    """`model` is a CustomModel trained with fit(): `history` shows the loss going down."""
+    """`model` is a CustomModel trained with fit() for EPOCHS epochs (kept in `history`): its
+    loss on training images is well under that of a new build_model()."""
     names = student.names()
     for name in ("model", "history"):
         if name not in names:
             raise CheckFailed(f"No variable `{name}` in your notebook (defined: "
                               f"{', '.join(sorted(names)) or 'nothing yet'}). Train with "
                               "model = build_model(); history = model.fit(...).")
-    info = student.evaluate(HISTORY_CODE, what="model and history")
+    x, y = _batch(256)
+    if "x_train" in names and "y_train" in names:
+        # the images the student trained on, as the student's notebook prepared them
+        x = student.evaluate("import numpy as np\nresult = np.asarray(ns['x_train'][:512], "
+                             "dtype='float32')", what="x_train[:512]")
+        y = student.evaluate("import numpy as np\nresult = np.asarray(ns['y_train'][:512])",
+                             what="y_train[:512]")
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y).astype(np.int64)
+    info = student.evaluate(HISTORY_CODE, what="model and history", x=x, y=y)
     if info["model"] != "CustomModel":
-        raise CheckFailed(f"`model` is a {info['model']}; expected a CustomModel. "
+        raise CheckFailed(f"Q3: `model` is a {info['model']}; expected a CustomModel. "
                           "Create it with model = build_model().")
-    losses = info["loss"]
-    if len(losses) < 2 or not losses[-1] < losses[0]:
-        raise CheckFailed(f"history.history['loss'] is {[round(v, 4) for v in losses]}; expected "
-                          "one value per epoch (EPOCHS of them), going down. Keep what "
-                          "model.fit(...) returns in `history`.")
+    if info["epochs"] != EPOCHS:
+        raise CheckFailed(f"Q3: `history` records {info['epochs']} epoch(s); expected EPOCHS = "
+                          f"{EPOCHS}. Keep what model.fit(x_train, y_train, epochs=EPOCHS, "
+                          "batch_size=BATCH_SIZE) returns in `history`.",
+                          expected=str(EPOCHS), found=str(info["epochs"]))
+    # Judged by behaviour, not by the logged loss (a train_step that logs a wrong loss is
+    # Q1's mistake, charged there): did training lower the model's loss?
+    trained, fresh = info["trained_loss"], info["fresh_loss"]
+    if fresh is None:
+        fresh = float(np.log(10))  # an untrained 10-class classifier
+    if not np.isfinite(trained) or not trained < TRAINED_RATIO * fresh:
+        raise CheckFailed(
+            f"Q3: `model` does not look trained: its cross-entropy on 512 training images is "
+            f"{trained:.4g}, against {fresh:.4g} for a new build_model(); expected well under "
+            f"half of it after {EPOCHS} epochs. Check that train_step applies the gradients "
+            "(Q1) and train with model.fit(x_train, y_train, epochs=EPOCHS, "
+            "batch_size=BATCH_SIZE).", expected=f"< {TRAINED_RATIO * fresh:.4g}",
+            found=f"{trained:.4g}")

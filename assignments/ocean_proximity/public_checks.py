@@ -2,9 +2,16 @@
 
 They check properties and small known facts only: the label mapping, the class counts
 of the labels and of the split, the split sizes, that no value is missing after
-preprocessing, that X_train is standardised, and the model's output layer and loss.
-Whether ``preprocess`` uses training-set statistics on unseen districts and how well
-the trained model classifies the test districts are checked by hidden checks.
+preprocessing, that X_train is standardised, and the model's output layer, hidden
+non-linearity, loss and metric. Whether ``preprocess`` uses training-set statistics on
+unseen districts and how well the trained model classifies the test districts are checked
+by hidden checks.
+
+One mistake, one charge: the Q3 checks judge X_train, X_dev and X_test against the
+student's OWN train/dev/test frames of Q2 (their row counts), so a Q2 mistake costs Q2's
+points only; Q2 identifies the rows of each split by the 8 columns without missing values,
+so filling in missing values early (a Q3 matter) is not charged to Q2. The requirement ->
+check table is in README.md.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ SPLIT_MEANS = {
              205500.3],
 }
 SPLIT_MEANS_RTOL = 1e-5
+BEDROOMS = COLUMNS.index("total_bedrooms")
 
 MEAN_ATOL = 1e-3  # |column mean of X_train| must be at most this
 STD_ATOL = 1e-3  # |column std of X_train - 1| must be at most this (ddof 0 or 1 both pass)
@@ -141,8 +149,12 @@ def check_split_random_state(student, expected):
         with np.errstate(all="ignore"):
             means = np.nanmean(frame, axis=0)
         expected_means = np.asarray(SPLIT_MEANS[split])
-        if not np.allclose(means, expected_means, rtol=SPLIT_MEANS_RTOL, atol=0):
-            j = int(np.argmax(np.abs(means - expected_means) / np.abs(expected_means)))
+        # total_bedrooms (the column with missing values) is left out: the other 8 columns
+        # identify the rows, and how missing values are filled in is Q3's business.
+        off = np.abs(means - expected_means) / np.abs(expected_means)
+        off[BEDROOMS] = 0.0
+        if not np.all(off <= SPLIT_MEANS_RTOL):
+            j = int(np.argmax(off))
             raise CheckFailed(
                 f"`{name}` holds other districts than expected: the mean of its column "
                 f"{COLUMNS[j]} is {means[j]:.7g}; expected {expected_means[j]:.7g} "
@@ -162,20 +174,38 @@ def check_split_random_state(student, expected):
 
 
 # -- Q3 ----------------------------------------------------------------------------------
+def _own_rows(student) -> dict[str, int]:
+    """split -> the number of rows of the student's own `<split>_features` (Q2's answer),
+    or the expected count when that frame is missing or not a 2-D table: Q3 is judged on
+    the student's own split, so a Q2 mistake is not charged again here."""
+    names = student.names()
+    rows = dict(SPLIT_ROWS)
+    for split in SPLIT_ROWS:
+        if f"{split}_features" in names:
+            try:
+                array = as_array(student.get(f"{split}_features"), f"{split}_features")
+            except CheckFailed:
+                continue
+            if array.ndim == 2:
+                rows[split] = int(array.shape[0])
+    return rows
+
+
 @check("q3.no_missing_values", points=1)
 def check_no_missing_values(student, expected):
-    """X_train, X_dev and X_test have shape (n, 9) and no NaN or infinite value."""
+    """X_train, X_dev and X_test have one row per district of their split, 9 columns, no NaN."""
     _require(student, "X_train", "X_dev", "X_test")
-    for split, rows in SPLIT_ROWS.items():
+    for split, rows in _own_rows(student).items():
         name = f"X_{split}"
         array = assert_shape(student.get(name), (rows, 9), what=name,
-                             fix=f"It must be preprocess({split}_features): one row per "
-                                 "district, one column per numeric column.")
+                             fix=f"Q3: it must be preprocess({split}_features): one row per "
+                                 f"district of {split}_features ({rows}), one column per "
+                                 "numeric column; preprocess must not drop rows.")
         bad = ~np.isfinite(array)
         if bad.any():
             columns = [COLUMNS[j] for j in np.flatnonzero(bad.any(axis=0))]
             raise CheckFailed(
-                f"`{name}` contains {int(bad.sum())} NaN or infinite value(s) (in column(s) "
+                f"Q3: `{name}` contains {int(bad.sum())} NaN or infinite value(s) (in column(s) "
                 f"{', '.join(columns)}); expected none. Fill in missing values with the median "
                 "of each column of the TRAINING set (e.g. SimpleImputer(strategy='median') "
                 "fitted on train_features) inside preprocess, before scaling.",
@@ -186,7 +216,9 @@ def check_no_missing_values(student, expected):
 def check_train_standardized(student, expected):
     """Every column of X_train has mean 0 and standard deviation 1 (fitted on X_train)."""
     _require(student, "X_train")
-    array = assert_shape(student.get("X_train"), (SPLIT_ROWS["train"], 9), what="X_train")
+    array = assert_shape(student.get("X_train"), (None, 9), what="X_train",
+                         fix="Q3: it must be preprocess(train_features), one column per "
+                             "numeric column.")
     with np.errstate(all="ignore"):
         means = np.nanmean(array, axis=0)
         stds = np.nanstd(array, axis=0)
@@ -199,7 +231,7 @@ def check_train_standardized(student, expected):
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise CheckFailed(
-            f"X_train is not standardised with its own statistics: {shown}. Expected every "
+            f"Q3: X_train is not standardised with its own statistics: {shown}. Expected every "
             f"column of X_train to have mean 0 (±{MEAN_ATOL:g}) and standard deviation 1 "
             f"(±{STD_ATOL:g}). Fit the scaler (the means and standard deviations) on the "
             "TRAINING set only — not on the test set, the development set or all the data — "
@@ -209,45 +241,108 @@ def check_train_standardized(student, expected):
 
 
 # -- Q4 ----------------------------------------------------------------------------------
+# Pairs of inputs for the non-linearity probe: a model without a hidden non-linear layer
+# maps the midpoint of two inputs to the midpoint of their (centred) logits.
+_RNG = np.random.default_rng(1)
+PAIR_A = (2.0 * _RNG.normal(size=(32, 9))).astype("float32")
+PAIR_B = (2.0 * _RNG.normal(size=(32, 9))).astype("float32")
+PROBE_LABELS = np.arange(len(MODEL_PROBE)) % 5
+AFFINE_RTOL = 1e-3  # float32 round-off is ~1e-6 of the logits; a ReLU layer bends them by ~0.1
+
 _MODEL_SNIPPET = """
 import numpy as _np
 _model = ns["build_model"]()
-result = {"description": describe_model(_model),
-          "outputs": _np.asarray(_model.predict(x, verbose=0))}
+_all = _np.asarray(_model.predict(_np.concatenate([x, a, b, (a + b) / 2]), verbose=0))
+_n, _m = len(x), len(a)
+result = {"description": describe_model(_model), "outputs": _all[:_n],
+          "pairs": [_all[_n:_n + _m], _all[_n + _m:_n + 2 * _m], _all[_n + 2 * _m:]]}
+try:
+    _logs = _model.evaluate(x, y, verbose=0, return_dict=True)
+    result["evaluate_keys"] = sorted(str(_k) for _k in _logs)
+except Exception as _error:
+    result["evaluate_error"] = (type(_error).__name__ + ": " + str(_error))[:300]
 """
 
 
-def _built_model(student) -> tuple[dict, np.ndarray]:
+def _built_model(student) -> dict:
     _require(student, "build_model")
-    answer = student.evaluate(_MODEL_SNIPPET, x=MODEL_PROBE, what="build_model()")
-    outputs = as_array(answer["outputs"], "build_model()(x)")
-    return answer["description"], outputs
+    answer = student.evaluate(_MODEL_SNIPPET, x=MODEL_PROBE, a=PAIR_A, b=PAIR_B, y=PROBE_LABELS,
+                              what="build_model()")
+    if not isinstance(answer, dict) or not isinstance(answer.get("description"), dict):
+        raise CheckFailed("build_model() could not be inspected; expected it to return a "
+                          "compiled Keras model.")
+    answer["outputs"] = as_array(answer["outputs"], "build_model()(x)")
+    return answer
+
+
+def _are_probabilities(rows: np.ndarray) -> bool:
+    rows = rows.reshape(len(rows), -1)
+    return bool(np.all(np.isfinite(rows)) and np.all(rows >= 0)
+                and np.allclose(rows.sum(axis=1), 1.0, atol=1e-4))
+
+
+def _layers_text(description: dict) -> str:
+    layers = [layer for layer in description.get("layers") or []
+              if isinstance(layer, dict) and layer.get("class") != "InputLayer"]
+    return "[" + ", ".join(
+        f"{layer.get('class')}({layer.get('units')}, {layer.get('activation')})"
+        if layer.get("units") is not None else str(layer.get("class")) for layer in layers) + "]"
 
 
 @check("q4.five_outputs", points=1)
 def check_five_outputs(student, expected):
     """build_model() takes 9 features and outputs one value per class: shape (None, 5)."""
-    description, outputs = _built_model(student)
+    answer = _built_model(student)
+    description, outputs = answer["description"], answer["outputs"]
     if description.get("input_shape") not in (None, [None, 9]):
         raise CheckFailed(
-            f"build_model() returns a model whose input shape is "
+            f"Q4: build_model() returns a model whose input shape is "
             f"{tuple(description['input_shape'])}; expected (None, 9). Start the model with "
             "keras.Input(shape=(9,)).")
     found = (None,) + tuple(outputs.shape[1:])
     if found != (None, 5):
         raise CheckFailed(
-            f"build_model() returns a model whose output shape is {found}; expected (None, 5): "
+            f"Q4: build_model() returns a model whose output shape is {found}; expected (None, 5): "
             "one unit per class of label_mapping. Make the last layer Dense(5, ...).",
             expected="(None, 5)", found=str(found))
 
 
+@check("q4.hidden_nonlinear_layer", points=1)
+def check_hidden_nonlinear_layer(student, expected):
+    """build_model() has a hidden layer with a non-linear activation (measured: its logits
+    are not an affine function of the inputs)."""
+    answer = _built_model(student)
+    pairs = [as_array(p, "build_model()(x)") for p in answer["pairs"]]
+    if any(p.ndim != 2 or p.shape != pairs[0].shape or not np.all(np.isfinite(p)) for p in pairs):
+        raise CheckFailed("Q4: build_model()'s outputs for 32 random inputs are not finite "
+                          "(n, classes) arrays; expected one score per class for each input.")
+    if all(_are_probabilities(p) for p in pairs):
+        # softmax outputs: their logs are the logits up to a per-row constant
+        pairs = [np.log(np.clip(p.astype(np.float64), 1e-30, None)) for p in pairs]
+    z_a, z_b, z_mid = (p - p.mean(axis=1, keepdims=True) for p in pairs)
+    bend = float(np.max(np.abs(z_mid - (z_a + z_b) / 2)))
+    scale = max(1.0, float(np.max(np.abs(np.concatenate([z_a, z_b, z_mid])))))
+    if bend <= AFFINE_RTOL * scale:
+        raise CheckFailed(
+            f"Q4: build_model() returns a linear model: its logits are an affine function of "
+            f"the 9 inputs (for 32 pairs of inputs the logits of their midpoint are the midpoint "
+            f"of their logits, within {bend:.1e}), so it has no hidden layer with a non-linear "
+            f"activation. Its layers: {_layers_text(answer['description'])}. Expected one or "
+            "more hidden Dense layers with a non-linear activation before the output layer, "
+            "e.g. keras.layers.Dense(64, activation='relu'). (This is Q4's mistake: training "
+            "longer in Q5 does not fix it.)",
+            expected="a hidden non-linear layer", found="an affine model")
+
+
 @check("q4.softmax_or_logits_loss", points=1)
 def check_softmax_or_logits_loss(student, expected):
-    """The loss is sparse categorical cross-entropy matching the outputs (softmax, or logits)."""
-    description, outputs = _built_model(student)
+    """The model is compiled: sparse categorical cross-entropy matching its outputs (softmax,
+    or logits with from_logits=True), an optimizer, and metrics=["accuracy"]."""
+    answer = _built_model(student)
+    description, outputs = answer["description"], answer["outputs"]
     if not description.get("compiled") or description.get("loss") is None:
         raise CheckFailed(
-            "build_model() returns a model that is not compiled (no optimizer or loss); "
+            "Q4: build_model() returns a model that is not compiled (no optimizer or loss); "
             "expected a compiled model. Call model.compile(optimizer=..., "
             "loss='sparse_categorical_crossentropy', metrics=['accuracy']) inside build_model "
             "and return the model.")
@@ -255,24 +350,35 @@ def check_softmax_or_logits_loss(student, expected):
     name = str(loss.get("name") or "")
     if "sparse_categorical_crossentropy" not in name:
         raise CheckFailed(
-            f"build_model() compiles the model with loss {name!r}; expected sparse categorical "
+            f"Q4: build_model() compiles the model with loss {name!r}; expected sparse categorical "
             "cross-entropy (the labels are integer class ids 0-4). Use "
             "loss='sparse_categorical_crossentropy'.", expected="sparse_categorical_crossentropy",
             found=name)
     rows = outputs.reshape(len(outputs), -1)
-    probabilities = bool(np.all(np.isfinite(rows)) and np.all(rows >= 0)
-                         and np.allclose(rows.sum(axis=1), 1.0, atol=1e-4))
+    probabilities = _are_probabilities(rows)
     from_logits = bool(loss.get("from_logits"))
     if probabilities and from_logits:
         raise CheckFailed(
-            "The model's outputs are already probabilities (a softmax) but the loss has "
+            "Q4: The model's outputs are already probabilities (a softmax) but the loss has "
             "from_logits=True, so softmax is applied twice; expected one or the other. Either "
             "keep activation='softmax' and use loss='sparse_categorical_crossentropy', or "
             "remove the softmax and keep from_logits=True.")
     if not probabilities and not from_logits:
         raise CheckFailed(
-            "The model's outputs are not probabilities (rows of build_model()(x) do not sum to 1 "
-            f"or are negative, e.g. {short_repr(rows[0])}) but the loss expects probabilities "
+            "Q4: The model's outputs are not probabilities (rows of build_model()(x) do not sum "
+            f"to 1 or are negative, e.g. {short_repr(rows[0])}) but the loss expects probabilities "
             "(from_logits=False); expected a softmax output or from_logits=True. Give the last "
             "Dense(5) layer activation='softmax', or compile with "
             "keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+    if "evaluate_error" in answer:
+        raise CheckFailed(
+            f"Q4: model.evaluate(x, y) on the compiled model of build_model() raised "
+            f"{short_repr(answer['evaluate_error'])}; expected it to return the loss and the "
+            "accuracy. Compile with metrics=['accuracy'].")
+    keys = [str(k) for k in answer.get("evaluate_keys") or []]
+    if not any("acc" in key for key in keys):
+        raise CheckFailed(
+            f"Q4: build_model() compiles the model without an accuracy metric: model.evaluate "
+            f"returns only {keys}; expected the loss and the accuracy (Q5's evaluation cell "
+            "unpacks both). Add metrics=['accuracy'] to model.compile(...).",
+            expected="metrics=['accuracy']", found=str(keys))

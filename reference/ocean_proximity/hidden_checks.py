@@ -2,9 +2,12 @@
 
 * ``q3.preprocess_uses_train_statistics``: the student's ``preprocess`` applied to 14
   synthetic districts (3 with a missing ``total_bedrooms``) must give the values of median
-  imputation + standard scaling fitted on the training split (``expected.npz``, written by
-  make_expected.py). The message says when the values match statistics fitted on the test
-  split, on all the data, on train + dev or on the dev split instead.
+  imputation + standard scaling fitted on the training split. One mistake, one charge: the
+  reference preprocessing is fitted here, in the grader, on the student's OWN
+  ``train_features`` (a Q2 mistake such as a stratified split is charged by Q2 alone), and
+  on the canonical training split (``expected.npz``) when the student's frame is unusable;
+  either passes. The message says when the values match statistics fitted on the student's
+  test split, on all the data, on train + dev or on the dev split instead.
 * ``q5.test_accuracy``: the grader reads the test districts and their labels from
   housing.csv itself, has the kernel run ``model.predict(preprocess(rows))`` and computes
   the accuracy here, against the calibrated band. It uses the 3,921 test districts with
@@ -68,6 +71,51 @@ def _require(student, *names: str) -> None:
             "notebook asks and run every cell from the top.")
 
 
+def _fitted_transform(fitted: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` after median imputation + standard scaling (ddof 0) fitted on ``fitted``,
+    as make_expected.py's reference preprocessing does."""
+    with np.errstate(all="ignore"):
+        medians = np.nanmedian(fitted, axis=0)
+        filled = np.where(np.isnan(fitted), medians, fitted)
+        means, stds = filled.mean(axis=0), filled.std(axis=0)
+        return (np.where(np.isnan(rows), medians, rows) - means) / stds
+
+
+def _own_frames(student) -> dict[str, np.ndarray] | None:
+    """The student's own train/dev/test feature frames as (n, 9) arrays, or None when any is
+    missing or unusable (then the canonical split of expected.npz is used). They are data the
+    kernel sent: only statistics are computed from them, here, in the grader."""
+    names = student.names()
+    frames = {}
+    for split in ("train", "dev", "test"):
+        if f"{split}_features" not in names:
+            return None
+        try:
+            array = as_array(student.get(f"{split}_features"), f"{split}_features")
+        except CheckFailed:
+            return None
+        if (array.ndim != 2 or array.shape[1] != len(COLUMNS) or len(array) < 2
+                or np.isinf(array).any() or np.isnan(np.delete(array, BEDROOMS, axis=1)).any()):
+            return None
+        frames[split] = array
+    return frames
+
+
+def _targets(student, expected, rows: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """What preprocess(rows) may return (fitted on the student's own training split, or on
+    the canonical one) and, per wrong fit, what it returns when fitted elsewhere."""
+    canonical = expected.array("preprocess_expected")
+    frames = _own_frames(student)
+    if frames is None:
+        return [canonical], {split: expected.array(f"preprocess_if_fitted_on_{split}")
+                             for split in WRONG_FITS}
+    fits = {"test": frames["test"], "dev": frames["dev"],
+            "train_full": np.vstack([frames["train"], frames["dev"]]),
+            "all": np.vstack([frames["train"], frames["dev"], frames["test"]])}
+    return ([_fitted_transform(frames["train"], rows), canonical],
+            {split: _fitted_transform(fits[split], rows) for split in WRONG_FITS})
+
+
 def _close(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.abs(found - expected) <= ATOL + RTOL * np.abs(expected)
@@ -80,13 +128,14 @@ def check_preprocess_uses_train_statistics(student, expected):
     """preprocess() imputes and scales unseen districts with training-set statistics."""
     _require(student, "preprocess")
     rows = expected.array("preprocess_rows")
-    target = expected.array("preprocess_expected")
+    targets, wrong_fits = _targets(student, expected, rows)
+    target = targets[0]
     found = as_array(student.evaluate(_PREPROCESS, rows=rows, columns=COLUMNS,
                                       what="preprocess(frame)"), "preprocess(frame)")
     n = len(rows)
     if found.shape != target.shape:
         raise CheckFailed(
-            f"preprocess(frame) returned shape {tuple(found.shape)} for a DataFrame of {n} "
+            f"Q3: preprocess(frame) returned shape {tuple(found.shape)} for a DataFrame of {n} "
             f"districts with the 9 numeric columns; expected {target.shape}. Return one row "
             "per district and one column per numeric column, in the order of NUMERIC_COLUMNS.")
     missing_rows = np.isnan(rows[:, BEDROOMS])
@@ -95,20 +144,20 @@ def check_preprocess_uses_train_statistics(student, expected):
         where = (", all for the districts whose total_bedrooms is missing,"
                  if not bad[~missing_rows].any() else "")
         raise CheckFailed(
-            f"preprocess(frame) returned {int(bad.sum())} NaN or infinite value(s){where} for "
+            f"Q3: preprocess(frame) returned {int(bad.sum())} NaN or infinite value(s){where} for "
             f"{n} new districts; expected finite numbers. Fill in missing values with the "
             "training-set medians inside preprocess, before scaling.")
-    close = _close(found, target)
-    if close.all():
+    if any(_close(found, t).all() for t in targets):
         return None
+    close = _close(found, target)
     # Only total_bedrooms has missing values, so the other 8 columns show where the scaler's
     # statistics came from, whatever the imputer did.
     others = [j for j in range(len(COLUMNS)) if j != BEDROOMS]
     for split, description in WRONG_FITS.items():
-        variant = expected.array(f"preprocess_if_fitted_on_{split}")
+        variant = wrong_fits[split]
         if _close(found[:, others], variant[:, others]).all():
             raise CheckFailed(
-                f"preprocess(frame) scales new districts with {description}; "
+                f"Q3: preprocess(frame) scales new districts with {description}; "
                 "expected statistics fitted on the TRAINING split only. Fit the imputer and the "
                 "scaler (or compute the medians, means and standard deviations) on "
                 "train_features alone, then use them to transform every split: fitting on "
@@ -117,13 +166,13 @@ def check_preprocess_uses_train_statistics(student, expected):
     imputed[missing_rows, BEDROOMS] = True  # the values imputation produces
     if not close[~imputed].all():
         raise CheckFailed(
-            f"preprocess(frame) differs from imputation and scaling fitted on the training "
-            f"split for {int((~close).sum())} of {close.size} values of {n} new districts "
+            f"Q3: preprocess(frame) differs from imputation and scaling fitted on your "
+            f"training split (train_features) for {int((~close).sum())} of {close.size} values of {n} new districts "
             f"(rtol={RTOL:g}, atol={ATOL:g}). Standardise each column with the training-set "
             "mean and standard deviation, keep the columns in the order of NUMERIC_COLUMNS, "
             "and do not fit anything on the rows passed to preprocess.")
     raise CheckFailed(
-        f"preprocess(frame) standardises correctly, but the value it fills in for a missing "
+        f"Q3: preprocess(frame) standardises correctly, but the value it fills in for a missing "
         f"total_bedrooms is wrong ({int((~close[missing_rows, BEDROOMS]).sum())} of {int(missing_rows.sum())} "
         "districts with a missing value); expected the training-set MEDIAN of total_bedrooms, "
         "then scaled like any other value. Use SimpleImputer(strategy='median') fitted on "
@@ -168,5 +217,7 @@ def check_test_accuracy(student, expected):
     return assert_in_band(
         accuracy, expected.band("test_accuracy"),
         what=f"The accuracy of your model on the {n} complete test districts",
-        fix="Train longer or with a larger learning rate, check that X_train and y_train line "
-            "up, and use the label mapping of Q1.")
+        fix="If a check of Q1-Q4 fails, fix that first: a wrong label mapping (Q1) or a model "
+            "without a hidden non-linear layer (Q4) does not reach the band however long it "
+            "trains. Otherwise train longer or with a larger learning rate and check that "
+            "X_train and y_train line up.")

@@ -27,6 +27,7 @@ from grader import data
 from grader.assignment import Limits, load_assignment
 from grader.checks import check, run_checks
 from grader.compare import assert_allclose
+from grader.errors import KernelUnresponsive, StudentCodeError
 from grader.executor import GradeOptions
 from grader.probe import InProcessTransport, Student
 from grader.reports import write_feedback
@@ -523,3 +524,44 @@ def test_the_self_check_still_answers_in_process(tmp_path):
     assert student.get("scores") == {"a": [1, 2.5, None]}
     assert student.names() == {"square": "function", "scores": "dict"}
     assert list((tmp_path / "work").iterdir()) == []
+
+
+# -- how a student's error becomes feedback (no kernel) ----------------------------------------
+class Raises:
+    default_timeout = 60.0
+
+    def __init__(self, error):
+        self.error = error
+
+    def call(self, name, *args):
+        raise self.error
+
+
+def _softmax_check(hidden):
+    @check("q1.softmax_values", points=1, hidden=hidden, hint="Subtract the row maximum.")
+    def check_softmax_values(student, expected):
+        """softmax on some logits."""
+        student.call("softmax", np.zeros(3))
+    return check_softmax_values.__grader_check__
+
+
+@pytest.mark.parametrize("error", [
+    StudentCodeError("ValueError", "HIDDEN-INPUT: [0.125, 7.5]", "softmax(0.125, 7.5)"),
+    StudentCodeError("Leak_125_7500", "HIDDEN-INPUT", "softmax(<array shape=(2,)>)"),
+    KernelUnresponsive("softmax(0.125, 7.5) was interrupted after running too long"),
+    KeyError("HIDDEN-INPUT 0.125"),  # a check that trips over what the student returned
+], ids=["evalue", "exception_class_name", "interrupted", "check_bug"])
+def test_a_hidden_check_never_shows_student_text(error):
+    (result,) = run_checks([_softmax_check(True)], Raises(error), None)
+    assert not result.passed
+    for leaked in ("HIDDEN", "0.125", "7.5", "Leak_"):
+        assert leaked not in result.message, result.message
+    assert result.message.endswith("Hint: Subtract the row maximum.")
+
+
+def test_a_public_check_keeps_the_message_capped_and_without_colour():
+    evalue = "\x1b[31mbad axis\x1b[0m " + "x" * 5000
+    (result,) = run_checks([_softmax_check(False)],
+                           Raises(StudentCodeError("ValueError", evalue, "softmax(x)")), None)
+    assert result.message.startswith("Calling `softmax(x)` raised ValueError: bad axis xxx")
+    assert "\x1b" not in result.message and len(result.message) < 1200

@@ -378,23 +378,14 @@ class InProcessTransport:
 def install_code(token: str) -> str:
     """The first execute request sent to a kernel, before any cell of the notebook: runs
     :mod:`grader._kernel_side` in a namespace of its own, with a private copy of
-    ``builtins``, and registers the handler for ``grader_probe_<token>``. ``sys.path``
-    leaves out the working directory while numpy is found (a ``numpy.py`` beside the
-    notebook must not stand in for it)."""
+    ``builtins``, and registers the handler for ``grader_probe_<token>``. It refuses
+    (ImportError) when ``import numpy`` would not load the grader's own numpy (a
+    ``numpy.py`` beside the notebook), leaving that import to fail in the student's cell
+    as it would anywhere."""
     source = Path(_kernel_side.__file__).read_text() + \
         f"\n_install({token!r}, {os.path.realpath(np.__file__)!r})\n"
-    boot = (
-        "import os, sys\n"
-        "saved = list(sys.path)\n"
-        "sys.path[:] = [p for p in saved if p not in ('', '.', os.getcwd())]\n"
-        "try:\n"
-        "    exec(compile(SOURCE, '<grader-probe>', 'exec'),\n"
-        "         {'__name__': '_grader_probe', '__builtins__': __builtins__})\n"
-        "finally:\n"
-        "    sys.path[:] = saved\n"
-    )
-    return ("exec(%r, {'SOURCE': %r, '__builtins__': dict(vars(__import__('builtins')))})"
-            % (boot, source))
+    return ("exec(compile(%r, '<grader-probe>', 'exec'), {'__name__': '_grader_probe', "
+            "'__builtins__': dict(vars(__import__('builtins')))})" % source)
 
 
 def new_token() -> str:

@@ -59,6 +59,7 @@ _BUILTINS = dict(vars(_builtins_module))
 _ModuleType = _types.ModuleType
 _os_open, _os_write, _os_close, _path_join = _os.open, _os.write, _os.close, _os.path.join
 _a2b_base64 = _binascii.a2b_base64
+_settrace, _setprofile = _sys.settrace, _sys.setprofile
 _BytesIO = _io.BytesIO
 _O_NEW_FILE = (_os.O_WRONLY | _os.O_CREAT | _os.O_EXCL | getattr(_os, "O_NOFOLLOW", 0)
                | getattr(_os, "O_CLOEXEC", 0))
@@ -67,6 +68,7 @@ _O_NEW_FILE = (_os.O_WRONLY | _os.O_CREAT | _os.O_EXCL | getattr(_os, "O_NOFOLLO
 # IPython's own objects (filled at install; by name alone in the self-check).
 _HIDDEN_NAMES = ("In", "Out", "exit", "quit", "get_ipython", "open")
 _PRISTINE = {}
+_IN_KERNEL = False  # set by _install: this copy answers a graded kernel's probes
 
 MAX_NODES = 2_000_000  # JSON values in one answer
 MAX_ARRAY_BYTES = 256 * 2**20  # all arrays of one answer together
@@ -385,6 +387,18 @@ def deterministic(seed=0):
             pass
 
 
+def _untraced(function, *args, **kwargs):
+    """Call student code; whatever trace or profile function it sets is gone before this
+    returns (with it, code could rewrite the locals of the frames that encode the answer)."""
+    if not _IN_KERNEL:  # the self-check: the student's own debugger keeps its tracing
+        return function(*args, **kwargs)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _settrace(None)
+        _setprofile(None)
+
+
 def _answer(request, ns, encoder):
     op = request["op"]
     if request.get("deterministic"):
@@ -402,12 +416,12 @@ def _answer(request, ns, encoder):
             return {"ok": False, "not_callable": name, "type": _type_name(target)}
         args = _decode(request.get("args", []))
         kwargs = _decode(request.get("kwargs", {}))
-        return {"ok": True, "value": encoder.encode(target(*args, **kwargs))}
+        return {"ok": True, "value": encoder.encode(_untraced(target, *args, **kwargs))}
     if op == "evaluate":
         scope = dict(_decode(request.get("inputs", {})))
         scope.update(ns=ns, describe_model=describe_model, user_names=user_names,
                      __builtins__=_BUILTINS)
-        exec(compile(request["code"], "<check>", "exec"), scope)
+        _untraced(exec, compile(request["code"], "<check>", "exec"), scope)
         return {"ok": True, "value": encoder.encode(scope.get("result"))}
     raise ValueError("unknown probe op %r" % op)
 
@@ -415,7 +429,9 @@ def _answer(request, ns, encoder):
 def _install(token, numpy_file):
     """Run by the grader's first execute request, before any cell of the notebook: take
     numpy, the namespace and the kernel's session, and register the probe handler."""
+    global _IN_KERNEL
     _capture_numpy(numpy_file)
+    _IN_KERNEL = True
     from IPython import get_ipython
 
     shell = get_ipython()
@@ -424,14 +440,26 @@ def _install(token, numpy_file):
     _PRISTINE.update({name: ns[name] for name in _HIDDEN_NAMES if name in ns})
     _PRISTINE.setdefault("open", None)  # marks the map as filled even without IPython's open
     send = kernel.session.send
+    settrace, setprofile = _sys.settrace, _sys.setprofile
+    gettrace, getprofile = _sys.gettrace, _sys.getprofile
 
     def on_probe(stream, idents, msg):
+        # A trace or profile function the notebook installed could rewrite this frame's
+        # locals: none runs while the probe is answered (the notebook's come back after).
+        tracer, profiler = gettrace(), getprofile()
+        settrace(None)
+        setprofile(None)
         status = "ok"
         try:
             content = msg["content"]
             handle(content["request"], content["out_dir"], ns)
         except BaseException:  # noqa: BLE001 - an interrupt while writing, a bad request
             status = "error"
+        finally:
+            settrace(None)  # and none the student's function set while it ran
+            setprofile(None)
         send(stream, "grader_probe_reply", {"status": status}, msg, ident=idents)
+        settrace(tracer)
+        setprofile(profiler)
 
     kernel.shell_handlers["grader_probe_" + token] = on_probe

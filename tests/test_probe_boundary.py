@@ -592,3 +592,15 @@ def test_a_public_check_keeps_the_message_capped_and_without_colour():
                            Raises(StudentCodeError("ValueError", evalue, "softmax(x)")), None)
     assert result.message.startswith("Calling `softmax(x)` raised ValueError: bad axis xxx")
     assert "\x1b" not in result.message and len(result.message) < 1200
+
+
+def test_a_name_the_notebook_redefined_is_listed(tmp_path, monkeypatch):
+    # In a kernel, IPython's own `open` and `get_ipython` are left out of names(); one the
+    # notebook replaced (to hook the probe, say) is listed like any other definition.
+    from grader import _kernel_side
+
+    ipython_open = object()
+    monkeypatch.setattr(_kernel_side, "_PRISTINE", {"open": ipython_open, "get_ipython": None})
+    namespace = {"open": ipython_open, "get_ipython": lambda: None, "W": 1.0}
+    student = Student(InProcessTransport(namespace), tmp_path / "work")
+    assert student.names() == {"get_ipython": "function", "W": "float"}

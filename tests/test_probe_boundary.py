@@ -256,6 +256,25 @@ mean_of_squares = square(np.arange(10.0)[:3]).mean()
 '''
 
 
+# During the hidden check, square plants a FIFO and a link where the answer goes.
+PLANTS_IN_THE_ANSWER_FOLDER = FIND_IO + '''
+import numpy as np
+
+def square(x):
+    x = np.asarray(x)
+    if x.shape != (3,):
+        for root, folders, _ in os.walk(_io_folder()):
+            for name in folders:
+                if name.startswith("probe-"):
+                    os.mkfifo(os.path.join(root, name, "response.json"))
+                    os.symlink("/etc/passwd", os.path.join(root, name, "out_0.npy"))
+    return x * x
+
+data = np.arange(10.0)
+mean_of_squares = (data * data).mean()
+'''
+
+
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -293,6 +312,8 @@ def graded(request, tmp_path_factory, toy_module):
     (submissions / "hook_everything.ipynb").write_text(_notebook(
         "import numpy as np\nimport re\n", FAKE_RESPONDER, NOT_WRITTEN, every_hook))
     (submissions / "leak_hidden_input.ipynb").write_text(_notebook(LEAKING))
+    (submissions / "plants_in_the_answer_folder.ipynb").write_text(
+        _notebook(PLANTS_IN_THE_ANSWER_FOLDER))
     shutil.copy(TOY_COURSE / "reference" / "toy" / "toy.ipynb", submissions / "honest.ipynb")
     out = root / "out"
     summary = run_batch(submissions, toy_module, out,
@@ -346,6 +367,17 @@ def test_hidden_inputs_never_reach_results_or_feedback(graded, toy_module):
     assert failed.message.startswith("Calling `square` on the hidden inputs raised an "
                                      "exception.")
     shutil.rmtree(graded["root"] / "feedback")
+
+
+@requires_bubblewrap
+def test_a_fifo_or_link_in_the_answer_folder_fails_only_that_check(graded):
+    result = graded["results"]["plants_in_the_answer_folder"]
+    verdicts = {c.id: c.passed for c in result.checks}
+    assert verdicts == {"q1.square_small_example": True, "q1.square_hidden_input": False,
+                        "q2.mean_of_squares_value": True}
+    failed = next(c for c in result.checks if not c.passed)
+    assert failed.message.startswith("This check could not finish: the kernel did not give "
+                                     "a usable answer."), failed.message
 
 
 # -- a real practical -----------------------------------------------------------------------

@@ -36,15 +36,32 @@ with ``V`` made of JSON scalars, lists, dicts and the markers ``{"__ndarray__":
 ``defined``, ``not_callable``/``type``, ``interrupted``, ``too_large``, or
 ``ename``/``evalue``. The grader validates all of it (:mod:`grader.probe`).
 
-**What this does not guarantee.** Student code runs in this same process and can, in
-principle, reach anything in it: the handler in ``kernel.shell_handlers``, the
-kernel's session, the objects captured here (through ``gc``), or the numpy internals
-a value passes through. Closing the cheap hooks makes a fake answer deliberate work
-against this file, not a one-line patch; it does not make an answer *true*. That is
-why the grader treats every answer as attacker-written: it validates every byte
-(types, sizes, depth, dtypes; no pickle, no object arrays, no links), keeps expected
-values out of the kernel, and scores values it can recompute where no student code
-ran (clean-room evaluation) from the recomputation.
+**What this does not guarantee** (the residual risk, stated plainly). Student code runs
+in this same process, and Python has no private memory: with deliberate work against
+this file a notebook can still
+
+* replace or wrap the handler (``get_ipython().kernel.shell_handlers`` holds it under
+  its random name), or patch the kernel's session or ``dispatch_shell``;
+* find the objects captured here (the handler's closure, ``gc.get_objects()``) and
+  change them, or patch numpy's internals that ``read_array`` and ``ndarray.tobytes``
+  reach (the grader re-reads every array itself);
+* from inside the function a probe calls, set a trace function on the frames it returns
+  into; :func:`_untraced` removes it as soon as that call returns, but the encoder still
+  calls the student's ``.numpy()``, ``__str__`` and pandas methods;
+* patch the modules an ``evaluate`` snippet imports (numpy, keras) or the model methods
+  it calls: such a result is only as true as the student's objects;
+* run code before the install when its submission folder holds a module that the kernel
+  imports at start-up (``python -m ipykernel_launcher`` puts the working directory first
+  on ``sys.path``); the install refuses only a numpy that is not the grader's.
+
+Closing the cheap hooks (a name in the namespace, a transformer, a patched ``json``,
+``numpy.save``, ``numpy.asarray``, ``builtins``, a trace function set in a cell, a
+``handle`` of its own) makes a fake answer deliberate work against this file, not a
+one-line patch; it does not make an answer *true*. So the grader treats every answer as
+attacker-written: it validates every byte (types, sizes, depth, dtypes; no pickle, no
+object arrays, no links), keeps expected values out of the kernel and student text out
+of hidden checks' feedback, and scores values that decide a grade from what it can recompute where
+no student code ran (clean-room evaluation), not from this answer.
 """
 
 import binascii as _binascii

@@ -161,9 +161,12 @@ class Student:
             request["deterministic"] = True
         parent = self._parent_fd()
         name = f"probe-{secrets.token_hex(12)}"
-        os.mkdir(name, 0o700, dir_fd=parent)
         try:
-            folder = os.open(name, _O_DIR, dir_fd=parent)
+            try:  # the kernel may have filled the io folder's disk: its check fails, not ours
+                os.mkdir(name, 0o700, dir_fd=parent)
+                folder = os.open(name, _O_DIR, dir_fd=parent)
+            except OSError as error:
+                raise KernelUnresponsive("there was no room for the kernel's answer") from error
             try:
                 self._transport.roundtrip(request, str(self._work_dir / name),
                                           timeout or self.default_timeout)
@@ -172,7 +175,10 @@ class Student:
                 os.close(folder)
             return self._interpret(response, request, what or request.get("name", ""))
         finally:
-            shutil.rmtree(name, dir_fd=parent, ignore_errors=True)
+            try:  # fd-based: never follows a link the kernel put there
+                shutil.rmtree(name, dir_fd=parent, ignore_errors=True)
+            except RecursionError:  # folders nested past the stack: the io folder goes later
+                pass
 
     def _parent_fd(self) -> int:
         if self._dir_fd is None:

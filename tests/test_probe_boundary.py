@@ -636,3 +636,20 @@ def test_a_name_the_notebook_redefined_is_listed(tmp_path, monkeypatch):
     namespace = {"open": ipython_open, "get_ipython": lambda: None, "W": 1.0}
     student = Student(InProcessTransport(namespace), tmp_path / "work")
     assert student.names() == {"get_ipython": "function", "W": "float"}
+
+
+def test_removing_an_answer_folder_never_follows_its_links(tmp_path):
+    host = tmp_path / "host_folder"
+    host.mkdir()
+    (host / "keep.txt").write_text(HOST_CONTENT)
+
+    def answer(folder):
+        os.symlink(host, os.path.join(folder, "escape"))
+        os.mkdir(os.path.join(folder, "nested"))
+        os.symlink(host / "keep.txt", os.path.join(folder, "nested", "keep.txt"))
+        _array_answer(folder, _npy_bytes(np.array([1.0, 4.0, 9.0])))
+
+    student = Student(WritesAnswer(answer), tmp_path / "work")
+    assert student.call("square", np.array([1.0, 2.0, 3.0])).tolist() == [1.0, 4.0, 9.0]
+    assert (host / "keep.txt").read_text() == HOST_CONTENT
+    assert list((tmp_path / "work").iterdir()) == []

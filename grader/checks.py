@@ -23,6 +23,8 @@ instructor's machine and never enter the sandbox).
 
 from __future__ import annotations
 
+import builtins
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,6 +35,20 @@ from .errors import CheckFailed, KernelUnresponsive, StudentCodeError
 from .results import CheckResult
 
 CheckFunction = Callable[[Any, Any], None]
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MAX_STUDENT_TEXT = 1000  # characters of a student's exception message in a public check
+# Exception types a hidden check may name: Python's own and the usual TensorFlow ones. A
+# class the student made could carry the hidden inputs in its name.
+_KNOWN_EXCEPTIONS = frozenset(
+    name for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)) | {
+    "InvalidArgumentError", "ResourceExhaustedError", "UnimplementedError",
+    "FailedPreconditionError", "OutOfRangeError", "InternalError", "NotFoundError"}
+
+
+def _exception_type(ename: str) -> str:
+    return ename if ename in _KNOWN_EXCEPTIONS else "an exception"
 
 
 @dataclass(frozen=True)
@@ -103,18 +119,26 @@ def run_check(item: Check, student: Any, expected: Any) -> CheckResult:
                       tolerance=failure.tolerance, metric=failure.metric)
     except StudentCodeError as error:
         passed = False
+        name = error.what.split("(", 1)[0] or "this part"
         if error.ename == "NotImplementedError":
-            name = error.what.split("(", 1)[0] or "this part"
             message = (f"`{name}` is not written yet: it still raises NotImplementedError. "
                        "Replace the `raise NotImplementedError` line under "
                        "`# YOUR CODE HERE` with your solution.")
             return _result(item, passed, message, time.perf_counter() - start, fields)
-        where = f"Calling `{error.what}`" if error.what else "Your code"
-        message = (f"{where} raised {error.ename}: {error.evalue}".rstrip(": ")
-                   + ". Run that code in your notebook on a small input to see why.")
+        if item.hidden:
+            # Never the student's own text: an exception message (or anything printed) can
+            # carry the hidden inputs, and this page goes back to the student.
+            message = (f"Calling `{name}` on the hidden inputs raised {_exception_type(error.ename)}. "
+                       "Run it on your own inputs of other shapes and values to see why.")
+        else:
+            where = f"Calling `{error.what}`" if error.what else "Your code"
+            evalue = ANSI.sub("", error.evalue)[:MAX_STUDENT_TEXT]
+            message = (f"{where} raised {error.ename}: {evalue}".rstrip(": ")
+                       + ". Run that code in your notebook on a small input to see why.")
     except KernelUnresponsive as error:
         passed = False
-        message = (f"This check could not finish: {error}. Make sure the functions this "
+        reason = "the kernel did not give a usable answer" if item.hidden else str(error)
+        message = (f"This check could not finish: {reason}. Make sure the functions this "
                    "question asks for return promptly and do not wait for input.")
     finally:
         if previous_timeout is not None:
@@ -134,7 +158,9 @@ def run_checks(items: list[Check], student: Any, expected: Any,
         try:
             results.append(run_check(item, student, expected))
         except Exception as bug:  # noqa: BLE001 - a broken check must not sink the batch
-            summary = "".join(traceback.format_exception_only(type(bug), bug)).strip()
+            # A hidden check's error text may quote what the student's code returned.
+            summary = (type(bug).__name__ if item.hidden else
+                       "".join(traceback.format_exception_only(type(bug), bug)).strip())
             results.append(_result(item, False, f"Grader error in this check (not your fault): "
                                    f"{summary}", 0.0, {}))
     return results

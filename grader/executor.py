@@ -45,7 +45,7 @@ from . import __version__, data, kernels
 from .assignment import Assignment, Limits
 from .checks import run_checks
 from .errors import DataUnavailable, InvalidSubmission
-from .probe import KernelTransport, Student
+from .probe import KernelTransport, Student, install_responder
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
 from .sandbox import SandboxSpec, Watchdog, kill_tree, resolve_mode
 
@@ -476,6 +476,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         watchdog = Watchdog(km.provisioner.process.pid, limits.memory_mb, limits.max_processes)
         watchdog.start()
         await client.async_start_new_kernel_client()
+        # The probe's handler goes in before any cell runs: see grader.probe.
+        probe_token = await install_responder(client.kc)
         timings["kernel_start"] = time.perf_counter() - t0
         if options.warm_kernels:  # the next submission's kernel boots while this one runs
             await _Spare.prepare(setup)
@@ -485,7 +487,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir)
+            checks = await _run_checks_against(km, assignment, options, io_dir, probe_token)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -589,7 +591,8 @@ def _student_traceback(lines: list[str]) -> str:
 
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path) -> list[CheckResult]:
+                              io_dir: Path, probe_token: tuple[str | None, str]
+                              ) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -601,9 +604,10 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     def alive() -> bool:
         return asyncio.run_coroutine_threadsafe(km.is_alive(), loop).result(timeout=10)
 
+    # Answer folders are made in the io folder, which the kernel can write: the grader
+    # creates, reads and removes them only relative to a descriptor it opened itself.
+    student = Student(KernelTransport(kc, interrupt, *probe_token), io_dir)
     try:
-        transport = KernelTransport(kc, interrupt, io_dir / "_grader_probe.py")
-        student = Student(transport, io_dir / "probes")
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:
@@ -613,6 +617,7 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         items = assignment.checks(public_only=options.public_only)
         return await asyncio.to_thread(run_checks, items, student, expected, alive)
     finally:
+        student.close()
         kc.stop_channels()
 
 

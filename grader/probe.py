@@ -3,9 +3,8 @@
 A check never touches the student's objects. It asks the kernel for *data*
 (``student.get("W")``), or asks the kernel to call a student function on inputs
 it sends (``student.call("softmax", logits)``), and compares what comes back in
-the trusted grader process. Requests and answers travel through a probe
-directory as JSON and ``.npy`` files (loaded with ``allow_pickle=False``); the
-code that answers them inside the kernel is :mod:`grader._kernel_side`.
+the trusted grader process. The code that answers inside the kernel is
+:mod:`grader._kernel_side`; its docstring describes the request and the answer.
 
 The same :class:`Student` API runs over two transports:
 
@@ -13,15 +12,50 @@ The same :class:`Student` API runs over two transports:
   ``grader check``;
 * :class:`InProcessTransport`: the live namespace of the student's own notebook,
   used by the in-notebook ``check("q2")``.
+
+The protocol with a kernel (everything the kernel writes is attacker-written):
+
+1. **Install**, before any cell of the notebook runs: one ``execute_request``
+   (:func:`install_code`) carries the source of :mod:`grader._kernel_side` inline and
+   registers its handler under a shell message type with a random name,
+   ``grader_probe_<32 hex>``. The grader writes no file for it.
+2. **Request**: a message of that type on the shell channel, content
+   ``{"request": {...}, "out_dir": "<path>"}``. Input arrays travel inline as base64
+   ``.npy`` bytes (at most :data:`MAX_REQUEST_ARRAY_BYTES` per request). It never
+   passes through ``run_cell``, so no transformer, event or name of the notebook's
+   namespace is involved.
+3. **Answer folder**: for each probe the grader makes ``probe-<24 hex>`` with
+   ``mkdir`` relative to a descriptor of the io folder it opened itself (``O_NOFOLLOW``),
+   and opens it as a descriptor before the kernel learns its name. It reads
+   ``response.json`` and ``out_<k>.npy`` only relative to that descriptor, with
+   ``O_NOFOLLOW | O_NONBLOCK``, regular files only, sizes checked with ``fstat`` before
+   reading and again while reading; then removes the folder with ``shutil.rmtree``
+   relative to the io folder's descriptor (which never follows a link).
+4. **Validation**: the response must be UTF-8 JSON within :data:`MAX_RESPONSE_JSON_BYTES`,
+   at most :data:`MAX_DEPTH` deep and :data:`MAX_NODES` values, strings capped; arrays are
+   parsed from their ``.npy`` header by the grader (no pickle, no object or void dtypes,
+   byte count exactly what the header claims, :data:`MAX_RESPONSE_ARRAY_BYTES` in all).
+   Anything else is a :class:`MalformedAnswer`: that check fails cleanly, the others run.
+
+What this does not guarantee: the student's code runs in the kernel's process and can,
+with deliberate work against :mod:`grader._kernel_side`, reach the handler and the
+objects it captured (see that module's docstring). The grader therefore never treats an
+answer as true because of where it came from; a value that decides a score must be
+recomputable where no student code ran.
 """
 
 from __future__ import annotations
 
-import itertools
+import base64
+import io
 import json
+import math
 import os
 import queue
+import re
+import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -33,26 +67,51 @@ from .errors import CheckFailed, KernelUnresponsive, StudentCodeError
 
 MAX_RESPONSE_JSON_BYTES = 5 * 2**20
 MAX_RESPONSE_ARRAY_BYTES = 256 * 2**20
+MAX_REQUEST_ARRAY_BYTES = 64 * 2**20
+MAX_DEPTH = 32
+MAX_NODES = 1_000_000
+MAX_STRING_CHARS = 1_000_000
+MAX_ARRAYS = 10_000
+MAX_NAMES = 5_000
+ALLOWED_DTYPE_KINDS = "biufcUSmM"
+_ARRAY_NAME = re.compile(r"out_[0-9]{1,6}\.npy")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class MalformedAnswer(KernelUnresponsive):
+    """The kernel's answer broke the protocol (a link, not JSON, too large, too deep,
+    an object array): the check fails; it is never the grader's error."""
 
 
 class Transport(Protocol):
-    def roundtrip(self, probe_dir: Path, timeout: float) -> None:
-        """Have the student's side answer the request in ``probe_dir``."""
+    def roundtrip(self, request: dict, out_dir: str, timeout: float) -> None:
+        """Have the student's side answer ``request``, writing its answer into ``out_dir``."""
 
 
 class Student:
-    """The student's notebook state, as seen by a check."""
+    """The student's notebook state, as seen by a check.
+
+    ``work_dir`` is where the per-probe answer folders are made: the kernel's io folder
+    for a kernel (it may be kernel-writable: see the module docstring), any private
+    folder in process."""
 
     def __init__(self, transport: Transport, work_dir: Path, default_timeout: float = 60.0):
         self._transport = transport
         self._work_dir = Path(work_dir)
-        self._counter = itertools.count()
+        self._dir_fd: int | None = None
         self.default_timeout = default_timeout
 
     # -- the API checks use ---------------------------------------------------------
     def names(self) -> dict[str, str]:
         """The names the student defined, with their type names."""
-        return self._request({"op": "names"})
+        found = self._request({"op": "names"})
+        if not isinstance(found, dict) or len(found) > MAX_NAMES or \
+                not all(isinstance(v, str) for v in found.values()):
+            raise MalformedAnswer("the kernel's list of names was malformed")
+        return {k: v[:200] for k, v in found.items()}
 
     def has(self, name: str) -> bool:
         return name in self.names()
@@ -76,47 +135,89 @@ class Student:
         return self._request({"op": "evaluate", "code": code}, inputs=inputs,
                              timeout=timeout, what=what)
 
+    def close(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
     # -- the protocol -----------------------------------------------------------------
     def _request(self, request: dict, *, args=(), kwargs=None, inputs=None,
                  timeout: float | None = None, what: str = "") -> Any:
-        probe_dir = self._work_dir / f"probe-{next(self._counter)}"
-        probe_dir.mkdir(parents=True)
+        budget = [MAX_REQUEST_ARRAY_BYTES]
+        if args:
+            request["args"] = [_encode_input(a, budget) for a in args]
+        if kwargs:
+            request["kwargs"] = {k: _encode_input(v, budget) for k, v in kwargs.items()}
+        if inputs:
+            request["inputs"] = {k: _encode_input(v, budget) for k, v in inputs.items()}
+        if request["op"] in ("call", "evaluate") and \
+                getattr(self._transport, "deterministic", False):
+            request["deterministic"] = True
+        parent = self._parent_fd()
+        name = f"probe-{secrets.token_hex(12)}"
         try:
-            arrays = itertools.count()
-            if args:
-                request["args"] = [_encode_input(a, probe_dir, arrays) for a in args]
-            if kwargs:
-                request["kwargs"] = {k: _encode_input(v, probe_dir, arrays) for k, v in kwargs.items()}
-            if inputs:
-                request["inputs"] = {k: _encode_input(v, probe_dir, arrays) for k, v in inputs.items()}
-            if request["op"] in ("call", "evaluate") and \
-                    getattr(self._transport, "deterministic", False):
-                request["deterministic"] = True
-            (probe_dir / "request.json").write_text(json.dumps(request))
-            self._transport.roundtrip(probe_dir, timeout or self.default_timeout)
-            response = _read_response(probe_dir)
-            return self._interpret(response, what or request.get("name", ""))
+            try:  # the kernel may have filled the io folder's disk: its check fails, not ours
+                os.mkdir(name, 0o700, dir_fd=parent)
+                folder = os.open(name, _O_DIR, dir_fd=parent)
+            except OSError as error:
+                raise KernelUnresponsive("there was no room for the kernel's answer") from error
+            try:
+                self._transport.roundtrip(request, str(self._work_dir / name),
+                                          timeout or self.default_timeout)
+                response = _read_response(folder)
+            finally:
+                os.close(folder)
+            return self._interpret(response, request, what or request.get("name", ""))
         finally:
-            shutil.rmtree(probe_dir, ignore_errors=True)
+            try:  # fd-based: never follows a link the kernel put there
+                shutil.rmtree(name, dir_fd=parent, ignore_errors=True)
+            except RecursionError:  # folders nested past the stack: the io folder goes later
+                pass
 
-    def _interpret(self, response: dict, what: str) -> Any:
-        if response.get("ok"):
+    def _parent_fd(self) -> int:
+        if self._dir_fd is None:
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+            self._dir_fd = os.open(self._work_dir, _O_DIR)
+        return self._dir_fd
+
+    def _interpret(self, response: Any, request: dict, what: str) -> Any:
+        if not isinstance(response, dict) or not isinstance(response.get("ok"), bool):
+            raise MalformedAnswer("the kernel's answer was malformed")
+        if response["ok"]:
+            if "value" not in response:
+                raise MalformedAnswer("the kernel's answer held no value")
             return response["value"]
-        if "missing" in response:
-            defined = ", ".join(sorted(response.get("defined", {}))) or "nothing yet"
+        name = str(request.get("name", ""))
+        if "missing" in response and name:
+            defined = response.get("defined")
+            listed = sorted(k for k in defined if _IDENTIFIER.fullmatch(k)) \
+                if isinstance(defined, dict) else []
+            shown = ", ".join(listed[:40]) + (", ..." if len(listed) > 40 else "")
+            raise CheckFailed(  # the names go in detail: a hidden check does not show them
+                f"No variable or function `{name}` in your notebook. Define `{name}` exactly "
+                "as the notebook asks, and run every cell from the top.",
+                detail=f"Defined: {shown or 'nothing yet'}.")
+        if "not_callable" in response and name:
+            kind = response.get("type")
+            kind = kind[:100] if isinstance(kind, str) else "value"
             raise CheckFailed(
-                f"No variable or function `{response['missing']}` in your notebook "
-                f"(defined: {defined}). Define `{response['missing']}` exactly as the "
-                "notebook asks, and run every cell from the top."
+                f"`{name}` is a {kind}, not a function. Define it with `def {name}(...):`."
             )
-        if "not_callable" in response:
-            raise CheckFailed(
-                f"`{response['not_callable']}` is a {response.get('type')}, not a function. "
-                f"Define it with `def {response['not_callable']}(...):`."
-            )
-        if response.get("interrupted"):
+        if response.get("interrupted") is True:
             raise KernelUnresponsive(f"{what} was interrupted after running too long")
-        raise StudentCodeError(response.get("ename", "Error"), response.get("evalue", ""), what)
+        if "too_large" in response:
+            raise CheckFailed("The value your code produced is far too large to check.")
+        ename = response.get("ename")
+        ename = ename if isinstance(ename, str) and _IDENTIFIER.fullmatch(ename) else "Error"
+        evalue = response.get("evalue")
+        evalue = _ANSI.sub("", evalue)[:1000] if isinstance(evalue, str) else ""
+        raise StudentCodeError(ename, evalue, what)
 
 
 def _call_repr(name: str, args: tuple, kwargs: dict) -> str:
@@ -131,51 +232,142 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _encode_input(value: Any, probe_dir: Path, counter) -> Any:
+def _encode_input(value: Any, budget: list[int]) -> Any:
+    """A check's input as request data: arrays inline as base64 ``.npy`` bytes."""
     if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) > 0:
-        name = f"in_{next(counter)}.npy"
-        np.save(probe_dir / name, np.asarray(value), allow_pickle=False)
-        return {"__ndarray__": name}
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(value), allow_pickle=False)
+        budget[0] -= buffer.tell()
+        if budget[0] < 0:
+            raise ValueError(f"a check's inputs exceed {MAX_REQUEST_ARRAY_BYTES} bytes")
+        return {"__npy_b64__": base64.b64encode(buffer.getvalue()).decode("ascii")}
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
-        return [_encode_input(v, probe_dir, counter) for v in value]
+        return [_encode_input(v, budget) for v in value]
     if isinstance(value, dict):
-        return {str(k): _encode_input(v, probe_dir, counter) for k, v in value.items()}
+        return {str(k): _encode_input(v, budget) for k, v in value.items()}
     return value
 
 
-def _read_response(probe_dir: Path) -> dict:
-    path = probe_dir / "response.json"
-    if not path.is_file() or path.is_symlink():
+# -- reading an answer: everything here is attacker-written ------------------------------
+def _read_file(folder: int, name: str, limit: int) -> bytes | None:
+    """The bytes of regular file ``name`` in ``folder`` (a descriptor), never following a
+    link or blocking on a FIFO; None when there is no such file."""
+    try:
+        fd = os.open(name, _O_READ, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # ELOOP: a symbolic link; anything else the kernel arranged
+        raise MalformedAnswer(f"the kernel's {name} could not be opened safely") from error
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise MalformedAnswer(f"the kernel's {name} is not a regular file")
+        if info.st_size > limit:
+            raise CheckFailed("The value your code produced is far too large to check.")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # it grew after fstat
+                raise CheckFailed("The value your code produced is far too large to check.")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_response(folder: int) -> Any:
+    raw = _read_file(folder, "response.json", MAX_RESPONSE_JSON_BYTES)
+    if raw is None:
         raise KernelUnresponsive("the kernel gave no answer")
-    if path.stat().st_size > MAX_RESPONSE_JSON_BYTES:
-        raise CheckFailed("The value your code produced is far too large to check.")
-    response = json.loads(path.read_text())
-    budget = [MAX_RESPONSE_ARRAY_BYTES]
-    if response.get("ok"):
-        response["value"] = _decode_output(response.get("value"), probe_dir, budget)
+    try:
+        response = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise MalformedAnswer("the kernel's answer was not valid JSON") from error
+    _check_shape(response)
+    if isinstance(response, dict) and response.get("ok") is True:
+        budget = [MAX_RESPONSE_ARRAY_BYTES, MAX_ARRAYS]
+        response["value"] = _decode_output(response.get("value"), folder, budget)
     return response
 
 
-def _decode_output(obj: Any, probe_dir: Path, budget: list[int]) -> Any:
+def _check_shape(obj: Any) -> None:
+    """JSON types only, at most MAX_DEPTH deep, MAX_NODES values, strings capped."""
+    stack, nodes = [(obj, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            raise MalformedAnswer("the kernel's answer was nested too deeply or too large")
+        if isinstance(item, str):
+            if len(item) > MAX_STRING_CHARS:
+                raise MalformedAnswer("the kernel's answer held an overlong string")
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if len(key) > MAX_STRING_CHARS:
+                    raise MalformedAnswer("the kernel's answer held an overlong key")
+                stack.append((value, depth + 1))
+        elif item is not None and not isinstance(item, (bool, int, float)):
+            raise MalformedAnswer("the kernel's answer held an unexpected value")
+
+
+def _decode_output(obj: Any, folder: int, budget: list[int]) -> Any:
     if isinstance(obj, list):
-        return [_decode_output(v, probe_dir, budget) for v in obj]
+        return [_decode_output(v, folder, budget) for v in obj]
     if isinstance(obj, dict):
         if "__ndarray__" in obj:
-            path = probe_dir / os.path.basename(str(obj["__ndarray__"]))
-            if path.is_symlink() or not path.is_file():
-                raise KernelUnresponsive("an array the kernel announced is missing")
-            budget[0] -= path.stat().st_size
-            if budget[0] < 0:
-                raise CheckFailed("The arrays your code produced are far too large to check.")
-            return np.load(path, allow_pickle=False)
-        if obj.get("__dataframe__") or obj.get("__series__"):
+            return _load_array(obj["__ndarray__"], folder, budget)
+        if obj.get("__dataframe__") is True or obj.get("__series__") is True:
             obj = dict(obj)
-            obj["values"] = _decode_output(obj["values"], probe_dir, budget)
+            obj["values"] = _decode_output(obj.get("values"), folder, budget)
             return obj
-        return {k: _decode_output(v, probe_dir, budget) for k, v in obj.items()}
+        return {k: _decode_output(v, folder, budget) for k, v in obj.items()}
     return obj
+
+
+def _load_array(name: Any, folder: int, budget: list[int]) -> np.ndarray:
+    if not isinstance(name, str) or not _ARRAY_NAME.fullmatch(name):
+        raise MalformedAnswer("the kernel announced an array under a name it may not use")
+    budget[1] -= 1
+    if budget[1] < 0:
+        raise MalformedAnswer("the kernel's answer held too many arrays")
+    raw = _read_file(folder, name, max(budget[0], 0))
+    if raw is None:
+        raise KernelUnresponsive("an array the kernel announced is missing")
+    budget[0] -= len(raw)
+    return parse_npy(raw)
+
+
+def parse_npy(raw: bytes) -> np.ndarray:
+    """An array from ``.npy`` bytes written by an attacker: plain dtypes only, and exactly
+    as many bytes as the header claims (a header may not make us allocate)."""
+    stream = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"npy version {version}")
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as error:
+        raise MalformedAnswer("an array from the kernel had a malformed header") from error
+    if dtype.hasobject or dtype.kind not in ALLOWED_DTYPE_KINDS or dtype.itemsize == 0 or \
+            dtype.fields is not None or dtype.subdtype is not None or len(shape) > 32:
+        raise MalformedAnswer(f"an array from the kernel has dtype {dtype.str!r}, which is "
+                              "not plain data")
+    count = math.prod(shape)
+    offset = stream.tell()
+    if count * dtype.itemsize != len(raw) - offset:
+        raise MalformedAnswer("an array from the kernel does not hold what its header says")
+    array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
 
 
 class InProcessTransport:
@@ -184,15 +376,34 @@ class InProcessTransport:
     def __init__(self, namespace: dict):
         self.namespace = namespace
 
-    def roundtrip(self, probe_dir: Path, timeout: float) -> None:
-        _kernel_side.handle(str(probe_dir), self.namespace)
+    def roundtrip(self, request: dict, out_dir: str, timeout: float) -> None:
+        _kernel_side.handle(request, out_dir, self.namespace)
+
+
+# -- the kernel transport ----------------------------------------------------------------
+def install_code(token: str) -> str:
+    """The first execute request sent to a kernel, before any cell of the notebook: runs
+    :mod:`grader._kernel_side` in a namespace of its own, with a private copy of
+    ``builtins``, and registers the handler for ``grader_probe_<token>``. It refuses
+    (ImportError) when ``import numpy`` would not load the grader's own numpy (a
+    ``numpy.py`` beside the notebook), leaving that import to fail in the student's cell
+    as it would anywhere."""
+    source = Path(_kernel_side.__file__).read_text() + \
+        f"\n_install({token!r}, {os.path.realpath(np.__file__)!r})\n"
+    return ("exec(compile(%r, '<grader-probe>', 'exec'), {'__name__': '_grader_probe', "
+            "'__builtins__': dict(vars(__import__('builtins')))})" % source)
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
 
 
 class KernelTransport:
-    """Answers probes by sending a few lines of code to a running Jupyter kernel.
+    """Answers probes through the handler :func:`install_code` registered in a kernel.
 
     Whatever the kernel prints or displays while a probe runs is drained and dropped:
     it never reaches the student's feedback (student code could print hidden inputs).
+    ``token`` is None when the install failed: every probe then fails with ``problem``.
     """
 
     # Probes that run the student's code do so under TensorFlow's determinism controls
@@ -200,19 +411,20 @@ class KernelTransport:
     # would change the random state of the student's own session.
     deterministic = True
 
-    def __init__(self, kernel_client, interrupt: Callable[[], None], helper_path: Path):
+    def __init__(self, kernel_client, interrupt: Callable[[], None], token: str | None,
+                 problem: str = ""):
         self.kc = kernel_client  # a jupyter_client BlockingKernelClient
         self.interrupt = interrupt
-        self.helper_path = helper_path
-        helper_path.write_text(Path(_kernel_side.__file__).read_text())
+        self.token = token
+        self.problem = problem
 
-    def roundtrip(self, probe_dir: Path, timeout: float) -> None:
-        code = (
-            "(lambda g: (exec(compile(open(%r).read(), '<grader>', 'exec'), g), "
-            "g['handle'](%r, get_ipython().user_ns)))({'__name__': '_grader_probe'})"
-            % (str(self.helper_path), str(probe_dir))
-        )
-        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    def roundtrip(self, request: dict, out_dir: str, timeout: float) -> None:
+        if self.token is None:
+            raise KernelUnresponsive(self.problem or "the grader could not reach your kernel")
+        message = self.kc.session.msg(f"grader_probe_{self.token}",
+                                      {"request": request, "out_dir": out_dir})
+        msg_id = message["header"]["msg_id"]
+        self.kc.shell_channel.send(message)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -232,7 +444,7 @@ class KernelTransport:
     def _interrupt(self) -> None:
         try:
             self.interrupt()
-        except Exception:  # noqa: BLE001 - best effort; the caller reports the timeout
+        except Exception:  # noqa: BLE001, S110 - best effort; the caller reports the timeout
             pass
 
     def _drain_iopub(self) -> None:
@@ -241,3 +453,26 @@ class KernelTransport:
                 self.kc.get_iopub_msg(timeout=0)
             except queue.Empty:
                 return
+
+
+async def install_responder(kernel_client, timeout: float = 60.0) -> tuple[str | None, str]:
+    """Send :func:`install_code` to a kernel no student code has run in yet (an async
+    client). Returns (token, "") or (None, why it failed)."""
+    token = new_token()
+    try:
+        reply = await kernel_client.execute(install_code(token), silent=True,
+                                            store_history=False, allow_stdin=False,
+                                            stop_on_error=False, reply=True, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - a timeout or a dead kernel: the checks say so
+        return None, f"the grader could not set up its probe in your kernel ({type(error).__name__})"
+    content = reply.get("content", {})
+    if content.get("status") != "ok":
+        ename = content.get("ename", "Error")
+        hint = (" A file beside your notebook shadows a module the grader needs (numpy.py?)."
+                if ename == "ImportError" else "")
+        return None, f"the grader could not set up its probe in your kernel ({ename}).{hint}"
+    return token, ""
+
+
+__all__ = ["KernelTransport", "InProcessTransport", "MalformedAnswer", "Student",
+           "install_code", "install_responder", "parse_npy"]

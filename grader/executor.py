@@ -39,7 +39,7 @@ from jupyter_client.kernelspec import KernelSpec
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from . import __version__, data, kernels
+from . import __version__, data, fresh_inputs, kernels
 from .assignment import Assignment, Limits
 from .checks import run_checks
 from .errors import DataUnavailable, InvalidSubmission
@@ -70,6 +70,9 @@ class GradeOptions:
     # ahead is used by the next submission with the same setup either way; each kernel
     # still grades one submission.
     warm_kernels: bool = False
+    # The seed of the grading-time inputs (grader.fresh_inputs); None: derived from the
+    # submission's bytes and GRADER_SECRET. Set it to replay a run (results record it).
+    grading_seed: int | None = None
 
 
 def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
@@ -455,6 +458,10 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _KernelSetup.of(assignment, options, mode, datasets, provider)
+    seed = options.grading_seed if options.grading_seed is not None \
+        else fresh_inputs.grading_seed(base["submission_sha256"])
+    context = fresh_inputs.GradingContext(
+        seed=seed, cells=tuple(c.source for c in notebook.cells if c.cell_type == "code"))
     kernel = _kernel_for(setup, notebook_path, with_folder)
     km, io_dir = kernel.km, kernel.io_dir
     client = CappedNotebookClient(
@@ -483,7 +490,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir)
+            checks = await _run_checks_against(km, assignment, options, io_dir, context)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -520,6 +527,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         peak_memory_mb=round(usage.peak_rss_mb, 1) if usage else 0.0, sandbox=mode,
         device=options.device, executed_notebook=executed,
         kernel_provider=getattr(km, "kernel_provider", "fresh"), warm_kernel=kernel.was_spare,
+        grading_seed=str(seed) if not options.public_only else "",
         **{**base, "score": score, "max_score": max_score},
     )
 
@@ -587,7 +595,8 @@ def _student_traceback(lines: list[str]) -> str:
 
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path) -> list[CheckResult]:
+                              io_dir: Path, context: fresh_inputs.GradingContext | None = None,
+                              ) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -606,6 +615,8 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:
             expected = expected.for_device(options.device)
+            if context is not None:
+                expected = expected.for_submission(context)
             if options.calibrating:
                 expected = expected.calibrating()
         items = assignment.checks(public_only=options.public_only)

@@ -1,10 +1,12 @@
 """Hidden checks of the ocean_proximity practical (never shipped, never in the sandbox).
 
 * ``q3.preprocess_uses_train_statistics``: the student's ``preprocess`` applied to 14
-  synthetic districts (3 with a missing ``total_bedrooms``) must give the values of median
-  imputation + standard scaling fitted on the training split (``expected.npz``, written by
-  make_expected.py). The message says when the values match statistics fitted on the test
-  split, on all the data, on train + dev or on the dev split instead.
+  synthetic districts (3 with a missing ``total_bedrooms``), drawn at grading time from the
+  submission's grading seed (:mod:`grader.fresh_inputs`), must give the values of median
+  imputation + standard scaling fitted on the training split, computed here from
+  housing.csv and the notebook's split (nothing stored: a student who reads this file
+  still cannot know the districts). The message says when the values match statistics
+  fitted on the test split, on all the data, on train + dev or on the dev split instead.
 * ``q5.test_accuracy``: the grader reads the test districts and their labels from
   housing.csv itself, has the kernel run ``model.predict(preprocess(rows))`` and computes
   the accuracy here, against the calibrated band. It uses the 3,921 test districts with
@@ -73,14 +75,62 @@ def _close(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
         return np.abs(found - expected) <= ATOL + RTOL * np.abs(expected)
 
 
+N_HIDDEN = 14
+N_MISSING_BEDROOMS = 3
+
+
+@lru_cache(maxsize=1)
+def _fitted() -> dict:
+    """split -> (medians, means, stds) fitted on that split of housing.csv, split exactly as
+    the notebook asks (two train_test_split calls, random_state=42): median imputation,
+    then standard scaling with the population standard deviation (StandardScaler's)."""
+    from sklearn.model_selection import train_test_split
+
+    features = pd.read_csv(data.housing_csv())[COLUMNS]
+    rows = np.arange(len(features))
+    train_full, test = train_test_split(rows, test_size=0.2, random_state=42)
+    train, dev = train_test_split(train_full, test_size=0.2, random_state=42)
+    fitted = {}
+    for split, index in {"train": train, "test": test, "all": rows, "train_full": train_full,
+                         "dev": dev}.items():
+        frame = features.iloc[index]
+        medians = frame.median()
+        filled = frame.fillna(medians)
+        fitted[split] = (medians, filled.mean(), filled.std(ddof=0), frame.quantile([0.02, 0.98]))
+    return fitted
+
+
+def preprocess_reference(rows: np.ndarray, split: str = "train") -> np.ndarray:
+    """``rows`` imputed and scaled with the statistics of ``split``."""
+    medians, means, stds, _ = _fitted()[split]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return ((frame.fillna(medians) - means) / stds).to_numpy(dtype=np.float64)
+
+
+def hidden_rows(seed: int) -> np.ndarray:
+    """14 synthetic districts (never real rows) within the 2%-98% range of the training set,
+    rounded like the CSV's values, 3 of them with a missing total_bedrooms."""
+    from grader.fresh_inputs import rng
+
+    r = rng(seed, "ocean_proximity.preprocess")
+    low, high = _fitted()["train"][3].to_numpy()
+    rows = r.uniform(low, high, size=(N_HIDDEN, len(COLUMNS)))
+    rows[:, :2] = rows[:, :2].round(2)  # longitude, latitude
+    rows[:, 2:7] = rows[:, 2:7].round(0)  # ages and counts
+    rows[:, 7] = rows[:, 7].round(4)  # median_income
+    rows[:, 8] = (rows[:, 8] / 100).round(0) * 100  # median_house_value
+    rows[r.choice(N_HIDDEN, size=N_MISSING_BEDROOMS, replace=False), BEDROOMS] = np.nan
+    return rows
+
+
 @check("q3.preprocess_uses_train_statistics", points=2, hidden=True,
        hint="preprocess(frame) must fill missing values with the TRAINING medians and "
             "standardise with the TRAINING means and standard deviations, for any new rows.")
 def check_preprocess_uses_train_statistics(student, expected):
     """preprocess() imputes and scales unseen districts with training-set statistics."""
     _require(student, "preprocess")
-    rows = expected.array("preprocess_rows")
-    target = expected.array("preprocess_expected")
+    rows = hidden_rows(expected.context.seed)
+    target = preprocess_reference(rows)
     found = as_array(student.evaluate(_PREPROCESS, rows=rows, columns=COLUMNS,
                                       what="preprocess(frame)"), "preprocess(frame)")
     n = len(rows)
@@ -105,7 +155,7 @@ def check_preprocess_uses_train_statistics(student, expected):
     # statistics came from, whatever the imputer did.
     others = [j for j in range(len(COLUMNS)) if j != BEDROOMS]
     for split, description in WRONG_FITS.items():
-        variant = expected.array(f"preprocess_if_fitted_on_{split}")
+        variant = preprocess_reference(rows, split)
         if _close(found[:, others], variant[:, others]).all():
             raise CheckFailed(
                 f"preprocess(frame) scales new districts with {description}; "

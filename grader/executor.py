@@ -42,6 +42,7 @@ from nbclient.exceptions import DeadKernelError
 from . import __version__, data, fresh_inputs, kernels
 from .assignment import Assignment, Limits
 from .checks import run_checks
+from .clean_kernel import CleanKernels
 from .errors import DataUnavailable, InvalidSubmission
 from .probe import KernelTransport, Student
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
@@ -490,7 +491,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir, context)
+            checks = await _run_checks_against(km, assignment, options, io_dir, context,
+                                               setup)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -596,7 +598,7 @@ def _student_traceback(lines: list[str]) -> str:
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
                               io_dir: Path, context: fresh_inputs.GradingContext | None = None,
-                              ) -> list[CheckResult]:
+                              setup: _KernelSetup | None = None) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -608,6 +610,12 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     def alive() -> bool:
         return asyncio.run_coroutine_threadsafe(km.is_alive(), loop).result(timeout=10)
 
+    clean = None
+    if context is not None and setup is not None and not options.public_only:
+        # A kernel where no student code ran, for checks that run one definition alone.
+        limits = options.limits or assignment.limits
+        clean = CleanKernels(setup, loop, limits.memory_mb, limits.max_processes)
+        context = replace(context, clean_kernel=clean)
     try:
         transport = KernelTransport(kc, interrupt, io_dir / "_grader_probe.py")
         student = Student(transport, io_dir / "probes")
@@ -623,6 +631,8 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         return await asyncio.to_thread(run_checks, items, student, expected, alive)
     finally:
         kc.stop_channels()
+        if clean is not None:
+            await clean.close()
 
 
 async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:

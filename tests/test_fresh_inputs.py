@@ -122,3 +122,84 @@ def test_linear_softmax_numpy_reference_matches_the_tensorflow_solution():
         np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
         np.testing.assert_allclose(W.numpy(), W1, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(b.numpy(), b1, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_custom_step_numpy_reference_matches_the_keras_solution():
+    import keras
+
+    checks = hidden("custom_train_step")
+    solution = reference_namespace("custom_train_step")
+
+    def fresh(weights):
+        model = solution["build_model"]()
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=checks.LEARNING_RATE),
+                      loss=checks.LOSS)
+        return model
+
+    for seed in (1, 2):
+        inputs = checks.step_inputs(seed, "one_step")
+        weights = [w.astype(np.float64) for w in inputs["weights"]]
+        x = [b.astype(np.float64) for b in inputs["x"]]
+        model = fresh(inputs["weights"])
+        logs = model.train_step((inputs["x"][0], inputs["y"][0]))
+        loss, accuracy, after = checks.reference_train_step(weights, x[0], inputs["y"][0])
+        np.testing.assert_allclose(float(logs["loss"]), loss, rtol=1e-5)
+        np.testing.assert_allclose(float(logs["accuracy"]), accuracy, rtol=1e-6)
+        for mine, theirs in zip(after, model.get_weights(), strict=True):
+            np.testing.assert_allclose(theirs, mine, rtol=1e-4, atol=1e-6)
+        # the running mean of two steps
+        logs = model.train_step((inputs["x"][1], inputs["y"][1]))
+        loss1, accuracy1, _ = checks.reference_train_step(after, x[1], inputs["y"][1])
+        np.testing.assert_allclose(float(logs["loss"]), (loss + loss1) / 2, rtol=1e-5)
+        np.testing.assert_allclose(float(logs["accuracy"]), (accuracy + accuracy1) / 2,
+                                   rtol=1e-6)
+        # test_step in inference mode
+        model = fresh(inputs["weights"])
+        logs = model.test_step((inputs["x"][0], inputs["y"][0]))
+        loss, accuracy = checks.reference_test_step(weights, x[0], inputs["y"][0])
+        np.testing.assert_allclose(float(logs["loss"]), loss, rtol=1e-5)
+        np.testing.assert_allclose(float(logs["accuracy"]), accuracy, rtol=1e-6)
+
+
+def test_class_definition_keeps_the_class_its_imports_and_helpers_only():
+    from grader.definitions import class_definition
+
+    cells = ["import os\nimport numpy as np\nimport keras\nimport tensorflow as tf\n"
+             "x_train = np.load('data.npz')\n",
+             "%matplotlib inline\nSCALE = 2.0\n\ndef helper(v):\n    return v * SCALE\n",
+             "class CustomModel(keras.Model):\n    def train_step(self, data):\n"
+             "        return helper(data)\n",
+             "def build_model():\n    return CustomModel()\nmodel = build_model()\n"]
+    definition = class_definition(cells)
+    assert definition.name == "CustomModel" and not definition.defines_call
+    source = definition.source
+    for kept in ("import numpy", "import keras", "SCALE = 2.0", "def helper",
+                 "class CustomModel"):
+        assert kept in source
+    for dropped in ("import os", "x_train", "build_model", "matplotlib"):
+        assert dropped not in source
+
+
+@pytest.mark.parametrize("body, shown", [
+    ("    def train_step(self, data):\n        return super().train_step(data)\n"
+     "keras.Model.compile = lambda *a, **k: None\n", None),  # a patch outside the class: dropped
+    ("    keras.Model.compile = lambda *a, **k: None\n", "assignment to keras.Model.compile"),
+    ("    def train_step(self, data):\n        import importlib\n", "import importlib"),
+    ("    def train_step(self, data):\n        return keras.src.backend.tensorflow.trainer"
+     ".TensorFlowTrainer.train_step(self, data)\n", ".src"),
+    ("    def train_step(self, data):\n        return getattr(keras, 'Model')\n", "getattr"),
+    ("    def train_step(self, data):\n        import sys\n        return sys.modules\n",
+     "import sys"),
+])
+def test_class_definition_refuses_ways_out_of_the_class(body, shown):
+    from grader.definitions import DefinitionRefused, class_definition
+
+    cells = ["import keras\n", "class CustomModel(keras.Model):\n" + body]
+    if shown is None:
+        assert "compile" not in class_definition(cells).source
+        return
+    with pytest.raises(DefinitionRefused, match="which the grader does not run") as refused:
+        class_definition(cells)
+    assert shown in str(refused.value)

@@ -114,7 +114,7 @@ def test_attack_does_not_earn_the_checks_it_targets(graded, practical, name):
 @pytest.mark.slow
 def test_hidden_inputs_never_reach_the_feedback(graded):
     """The refused or failing attacks are told what failed, never the inputs or answers."""
-    for (practical, name), result in graded.items():
+    for (_practical, name), result in graded.items():
         if isinstance(result, Exception):
             continue
         for check in result.checks:

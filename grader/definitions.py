@@ -15,9 +15,9 @@ The rule (:func:`class_definition`):
    (``keras.Model``, ``tf.keras.Model``, ``keras.models.Model``, ``Model``), named
    ``name`` when one is.
 3. Kept besides the class, in notebook order: the top-level ``import`` / ``from ... import``
-   statements of modules in :data:`ALLOWED_MODULES`, and the top-level functions, classes
-   and assignments whose names the class uses (and, in turn, what those use), the last
-   definition of each name before the class. Nothing else runs: no data loading, no
+   statements of modules in :data:`ALLOWED_MODULES` before the class, and the top-level
+   functions, classes and assignments whose names the class uses (and, in turn, what those
+   use): the last definition of each name before the class, else its first one after it. Nothing else runs: no data loading, no
    ``build_model``, no training, no cell that patches anything.
 4. The kept source is refused (:class:`DefinitionRefused`) if it uses a name of
    :data:`FORBIDDEN_NAMES` or an attribute of :data:`FORBIDDEN_ATTRIBUTES` (ways out of the class: ``importlib.reload`` of Keras'
@@ -83,10 +83,19 @@ def _defined_names(node: ast.stmt) -> set[str]:
         return {node.name}
     targets: list[ast.expr] = []
     if isinstance(node, ast.Assign):
-        targets = node.targets
+        targets = list(node.targets)
     elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
         targets = [node.target]
-    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    names: set[str] = set()
+    while targets:  # plain names and tuples of them; `a.b = ...` or `a[i] = ...` define nothing
+        target = targets.pop()
+        if isinstance(target, ast.Name):
+            names.add(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            targets.extend(target.elts)
+        elif isinstance(target, ast.Starred):
+            targets.append(target.value)
+    return names
 
 
 def _used_names(node: ast.AST) -> set[str]:
@@ -132,24 +141,27 @@ def class_definition(cells: tuple[str, ...] | list[str], name: str = "CustomMode
     if target.decorator_list:
         raise DefinitionRefused(f"`{target.name}` is decorated; expected a plain class "
                                 "definition. Remove the decorator.")
-    before = statements[:position]
-    # Helpers the class uses, transitively: the last top-level definition of each name.
+    # Helpers the class uses, transitively: for each name, its last top-level definition
+    # before the class, else its first after it (a method may use a name defined later,
+    # as long as it exists when the method runs).
+    order = list(range(position - 1, -1, -1)) + list(range(position + 1, len(statements)))
     wanted, kept, pending = set(), set(), _used_names(target)
     while pending:
         needed = pending - wanted
         wanted |= needed
         pending = set()
-        for index in range(len(before) - 1, -1, -1):
-            node = before[index]
+        for index in order:
+            node = statements[index]
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             hits = _defined_names(node) & needed
-            if hits and index not in kept:
+            if hits:
                 kept.add(index)
                 needed = needed - hits
                 pending |= _used_names(node)
-    body = [node for index, node in enumerate(before)
-            if index in kept or _allowed_import(node)] + [target]
+    imports = [node for node in statements[:position] if _allowed_import(node)]
+    body = imports + [statements[i] for i in sorted(kept) if i < position] + [target] + \
+        [statements[i] for i in sorted(kept) if i > position]
     module = ast.Module(body=body, type_ignores=[])
     _refuse_escapes(module, target.name)
     defines_call = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))

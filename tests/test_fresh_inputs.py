@@ -170,15 +170,17 @@ def test_class_definition_keeps_the_class_its_imports_and_helpers_only():
              "x_train = np.load('data.npz')\n",
              "%matplotlib inline\nSCALE = 2.0\n\ndef helper(v):\n    return v * SCALE\n",
              "class CustomModel(keras.Model):\n    def train_step(self, data):\n"
-             "        return helper(data)\n",
-             "def build_model():\n    return CustomModel()\nmodel = build_model()\n"]
+             "        return helper(data) + LATER\n",
+             "def build_model():\n    return CustomModel()\nmodel = build_model()\n"
+             "LATER = 1.0\nLATER = 2.0\n"]
     definition = class_definition(cells)
     assert definition.name == "CustomModel" and not definition.defines_call
     source = definition.source
     for kept in ("import numpy", "import keras", "SCALE = 2.0", "def helper",
-                 "class CustomModel"):
+                 "class CustomModel", "LATER = 1.0"):
         assert kept in source
-    for dropped in ("import os", "x_train", "build_model", "matplotlib"):
+    assert source.index("class CustomModel") < source.index("LATER = 1.0")
+    for dropped in ("import os", "x_train", "build_model", "matplotlib", "LATER = 2.0"):
         assert dropped not in source
 
 

@@ -20,7 +20,6 @@ import asyncio
 import queue
 import threading
 import time
-from typing import Any
 
 from .errors import KernelUnresponsive
 from .probe import KernelTransport, Student
@@ -104,16 +103,17 @@ class CleanKernels:
 
     def __call__(self) -> CleanKernel:
         with self._lock:
+            # A kernel that does not start is the grader's fault, not the student's: a plain
+            # error, which run_checks reports as "Grader error in this check".
             if self._failed is not None:
-                raise KernelUnresponsive(f"the clean kernel did not start: {self._failed}")
+                raise RuntimeError(f"the clean kernel did not start: {self._failed}")
             if self._kernel is None:
                 future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
                 try:
                     self._kernel = future.result(timeout=START_TIMEOUT_S + 30)
                 except BaseException as error:  # noqa: BLE001 - reported by the check
                     self._failed = error
-                    raise KernelUnresponsive(f"the clean kernel did not start: {error}") \
-                        from None
+                    raise RuntimeError(f"the clean kernel did not start: {error}") from None
             return self._kernel
 
     async def _start(self) -> CleanKernel:
@@ -145,6 +145,3 @@ class CleanKernels:
             await kernel._close()
 
 
-def unavailable() -> Any:
-    """The context's ``clean_kernel`` outside a graded run (the self-check, unit tests)."""
-    raise KernelUnresponsive("no clean kernel can be started here (only a graded run has one)")

@@ -59,6 +59,9 @@ ATTACKS = {
         "detects_grader": (STEP_CHECKS, 7),
         # An honest step on the leaked batch: loses the exact steps (8 of 11 on 4986e12).
         "ignores_its_inputs": (STEP_CHECKS, 5),
+        # Never trained: predict() is a lookup of the public test labels (11 of 11 on
+        # 4986e12). The accuracy is now computed in the grader from the weights.
+        "predict_looks_up_test_labels": (("q3.test_accuracy",), 9),
     },
 }
 
@@ -120,3 +123,21 @@ def test_hidden_inputs_never_reach_the_feedback(graded):
         for check in result.checks:
             if check.hidden and not check.passed:
                 assert check.expected is None and check.found is None, (name, check.id)
+
+
+def test_red_team_notebooks_are_what_make_red_team_writes():
+    import nbformat
+
+    from practicals import load_module
+
+    module = load_module(RED_TEAM / "make_red_team.py", "_make_red_team")
+    try:
+        generated = module.notebooks()
+    except SystemExit as error:  # the leaked commit is not in this clone
+        pytest.skip(f"make_red_team.py cannot read commit {module.LEAKED_AT}: {error}")
+    except Exception as error:  # noqa: BLE001 - git show failed: a shallow clone
+        pytest.skip(f"make_red_team.py cannot read commit {module.LEAKED_AT}: {error}")
+    for practical, found in generated.items():
+        for name, notebook in found.items():
+            committed = nbformat.read(str(RED_TEAM / practical / f"{name}.ipynb"), as_version=4)
+            assert [c.source for c in committed.cells] == [c.source for c in notebook.cells]

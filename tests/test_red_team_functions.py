@@ -67,10 +67,15 @@ ATTACKS = {
 
 CASES = [(practical, name) for practical, found in ATTACKS.items() for name in found]
 
+# Not a way to marks on 4986e12 (which never ran a clean kernel) but an attack on the clean
+# kernel itself: an honest class whose body loops forever where Keras' own train_step is the
+# grader's stand-in. Grading must finish, and the class loses the checks it kept from running.
+HANGS = ("custom_train_step", "hangs_the_clean_kernel")
+
 
 def test_every_red_team_notebook_is_listed():
     on_disk = {(p.parent.name, p.stem) for p in RED_TEAM.glob("*/*.ipynb")}
-    assert on_disk == set(CASES)
+    assert on_disk == set(CASES) | {HANGS}
     assert len(CASES) >= 10
 
 
@@ -78,7 +83,9 @@ def test_every_red_team_notebook_is_listed():
 def graded(tmp_path_factory):
     """(practical, notebook) -> its result, every red-team notebook graded once."""
     results: dict[tuple[str, str], object] = {}
-    for practical, found in ATTACKS.items():
+    notebooks = {practical: list(found) for practical, found in ATTACKS.items()}
+    notebooks[HANGS[0]].append(HANGS[1])
+    for practical, found in notebooks.items():
         assignment = load_assignment(practical, REPO)
         try:
             data.prepare(assignment.datasets, None)
@@ -112,6 +119,20 @@ def test_attack_does_not_earn_the_checks_it_targets(graded, practical, name):
     assert not won, f"{name} still earns {won}"
     assert result.score <= most, (result.score, [c.id for c in result.checks if c.passed])
     assert result.grading_seed  # the inputs it was graded on can be replayed
+
+
+@pytest.mark.slow
+def test_a_class_that_hangs_the_clean_kernel_loses_its_step_checks_and_grading_goes_on(graded):
+    result = graded[HANGS]
+    by_id = {c.id: c for c in result.checks}
+    assert result.status.value == "ok", result.message
+    assert not [c.message for c in result.checks if "Grader error" in c.message]
+    assert not any(by_id[check].passed for check in STEP_CHECKS)
+    first, *rest = (by_id[check].message for check in STEP_CHECKS)
+    assert "This check could not finish: no answer within 30 s" in first
+    assert all("did not finish within 30 s" in message for message in rest), rest
+    # what it earns in its own kernel, where it is the reference's code
+    assert {c.id for c in result.checks if c.passed} == set(by_id) - set(STEP_CHECKS)
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ LOSS = "sparse_categorical_crossentropy"
 BATCH = 32
 BN_EPSILON, BN_MOMENTUM = 1e-3, 0.99  # Keras' BatchNormalization defaults
 PROB_EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log
+DEFINITION_TIMEOUT_S = 30  # an honest class definition runs in milliseconds
 
 
 # -- the reference, in NumPy (float64) -------------------------------------------------------
@@ -232,11 +233,11 @@ def _clean_student(expected):
     if problem is None:
         # Until the definition has run: a class body that never finishes fails every check
         # at once, not each after its own time limit.
-        kernel.custom_train_step_problem = "did not finish within 60 s"
+        kernel.custom_train_step_problem = f"did not finish within {DEFINITION_TIMEOUT_S} s"
         failed = kernel.run(PRELUDE)
         if failed is not None:
             raise RuntimeError(f"the grader's prelude failed in the clean kernel: {failed}")
-        failed = kernel.run(definition.source, timeout=60)
+        failed = kernel.run(definition.source, timeout=DEFINITION_TIMEOUT_S)
         problem = kernel.custom_train_step_problem = \
             f"raised {failed['ename']}" if failed is not None else ""
     if problem:

@@ -45,6 +45,7 @@ import numpy as np
 from .checks import Check, collect_checks
 from .compare import Band
 from .errors import ConfigurationError
+from .fresh_inputs import GradingContext, unseeded_context
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,11 @@ class Expected:
 
     def __init__(self, values: dict[str, Any], arrays: dict[str, np.ndarray],
                  bands: dict[str, Any], refuse: str = "", *, open_bands: bool = False,
-                 device: str = "cpu"):
+                 device: str = "cpu", context: GradingContext | None = None):
         self._values, self._arrays, self._bands, self._refuse = values, arrays, bands, refuse
         self._open_bands = open_bands
         self.device = device
+        self._context = context
 
     @classmethod
     def load(cls, reference_directory: Path) -> Expected:
@@ -151,13 +153,29 @@ class Expected:
         """A copy whose :meth:`band` is open (``low = -inf``), for ``grader calibrate``:
         trained-quality checks then pass and report their metric, band or no band."""
         return type(self)(self._values, self._arrays, self._bands, self._refuse, open_bands=True,
-                          device=self.device)
+                          device=self.device, context=self._context)
 
     def for_device(self, device: str) -> Expected:
         """A copy whose :meth:`band` defaults to ``device``'s band (the executor passes the
         device a submission is graded on, so checks need not know it)."""
         return type(self)(self._values, self._arrays, self._bands, self._refuse,
-                          open_bands=self._open_bands, device=device.split(":")[0])
+                          open_bands=self._open_bands, device=device.split(":")[0],
+                          context=self._context)
+
+    def for_submission(self, context: GradingContext) -> Expected:
+        """A copy whose :attr:`context` is ``context``: the grading seed and the submitted
+        source of the submission being graded (the executor passes it)."""
+        return type(self)(self._values, self._arrays, self._bands, self._refuse,
+                          open_bands=self._open_bands, device=self.device, context=context)
+
+    @property
+    def context(self) -> GradingContext:
+        """The submission being graded (:mod:`grader.fresh_inputs`); outside a graded run,
+        a context with a random seed, made once per copy."""
+        self._guard()
+        if self._context is None:
+            self._context = unseeded_context()
+        return self._context
 
     def _guard(self) -> None:
         if self._refuse:

@@ -41,9 +41,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat.warnings import MissingIDFieldWarning
 
-from . import __version__, data, kernels
+from . import __version__, data, fresh_inputs, kernels
 from .assignment import Assignment, Limits
 from .checks import run_checks
+from .clean_kernel import CleanKernels
 from .errors import DataUnavailable, InvalidSubmission
 from .probe import KernelTransport, Student, install_responder
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
@@ -72,6 +73,9 @@ class GradeOptions:
     # ahead is used by the next submission with the same setup either way; each kernel
     # still grades one submission.
     warm_kernels: bool = False
+    # The seed of the grading-time inputs (grader.fresh_inputs); None: derived from the
+    # submission's bytes and GRADER_SECRET. Set it to replay a run (results record it).
+    grading_seed: int | None = None
 
 
 def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
@@ -457,6 +461,10 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _KernelSetup.of(assignment, options, mode, datasets, provider)
+    seed = options.grading_seed if options.grading_seed is not None \
+        else fresh_inputs.grading_seed(base["submission_sha256"])
+    context = fresh_inputs.GradingContext(
+        seed=seed, cells=tuple(c.source for c in notebook.cells if c.cell_type == "code"))
     kernel = _kernel_for(setup, notebook_path, with_folder)
     km, io_dir = kernel.km, kernel.io_dir
     client = CappedNotebookClient(
@@ -487,7 +495,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir, probe_token)
+            checks = await _run_checks_against(km, assignment, options, io_dir, probe_token,
+                                               context, setup)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -524,6 +533,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         peak_memory_mb=round(usage.peak_rss_mb, 1) if usage else 0.0, sandbox=mode,
         device=options.device, executed_notebook=executed,
         kernel_provider=getattr(km, "kernel_provider", "fresh"), warm_kernel=kernel.was_spare,
+        grading_seed=str(seed) if not options.public_only else "",
         **{**base, "score": score, "max_score": max_score},
     )
 
@@ -591,8 +601,9 @@ def _student_traceback(lines: list[str]) -> str:
 
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path, probe_token: tuple[str | None, str]
-                              ) -> list[CheckResult]:
+                              io_dir: Path, probe_token: tuple[str | None, str],
+                              context: fresh_inputs.GradingContext | None = None,
+                              setup: _KernelSetup | None = None) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -607,11 +618,19 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     # Answer folders are made in the io folder, which the kernel can write: the grader
     # creates, reads and removes them only relative to a descriptor it opened itself.
     student = Student(KernelTransport(kc, interrupt, *probe_token), io_dir)
+    clean = None
+    if context is not None and setup is not None and not options.public_only:
+        # A kernel where no student code ran, for checks that run one definition alone.
+        limits = options.limits or assignment.limits
+        clean = CleanKernels(setup, loop, limits.memory_mb, limits.max_processes)
+        context = replace(context, clean_kernel=clean)
     try:
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:
             expected = expected.for_device(options.device)
+            if context is not None:
+                expected = expected.for_submission(context)
             if options.calibrating:
                 expected = expected.calibrating()
         items = assignment.checks(public_only=options.public_only)
@@ -619,6 +638,8 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     finally:
         student.close()
         kc.stop_channels()
+        if clean is not None:
+            await clean.close()
 
 
 async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:

@@ -105,6 +105,9 @@ class SubmissionResult:
     versions: dict[str, str] = field(default_factory=dict)
     graded_at: str = ""
     executed_notebook: str | None = None  # path, relative to OUT, of the executed copy
+    # The seed of the hidden checks' grading-time inputs (grader.fresh_inputs), as a decimal
+    # string; "" when no hidden check ran. GradeOptions(grading_seed=int(...)) replays it.
+    grading_seed: str = ""
     schema: int = RESULT_SCHEMA_VERSION
 
     @property

@@ -1,13 +1,15 @@
 """Hidden checks of the ocean_proximity practical (never shipped, never in the sandbox).
 
 * ``q3.preprocess_uses_train_statistics``: the student's ``preprocess`` applied to 14
-  synthetic districts (3 with a missing ``total_bedrooms``) must give the values of median
+  synthetic districts (3 with a missing ``total_bedrooms``), drawn at grading time from the
+  submission's grading seed (:mod:`grader.fresh_inputs`), must give the values of median
   imputation + standard scaling fitted on the training split. One mistake, one charge: the
   reference preprocessing is fitted here, in the grader, on the student's OWN
   ``train_features`` (a Q2 mistake such as a stratified split is charged by Q2 alone), and
-  on the canonical training split (``expected.npz``) when the student's frame is unusable;
-  either passes. The message says when the values match statistics fitted on the student's
-  test split, on all the data, on train + dev or on the dev split instead.
+  on the canonical training split of housing.csv; either passes. Nothing is stored: a
+  student who reads this file still cannot know the districts. The message says when the
+  values match statistics fitted on the student's test split, on all the data, on
+  train + dev or on the dev split instead.
 * ``q5.test_accuracy``: the grader reads the test districts and their labels from
   housing.csv itself, has the kernel run ``model.predict(preprocess(rows))`` and computes
   the accuracy here, against the calibrated band. It uses the 3,921 test districts with
@@ -83,7 +85,7 @@ def _fitted_transform(fitted: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _own_frames(student) -> dict[str, np.ndarray] | None:
     """The student's own train/dev/test feature frames as (n, 9) arrays, or None when any is
-    missing or unusable (then the canonical split of expected.npz is used). They are data the
+    missing or unusable (then the canonical split of housing.csv is used). They are data the
     kernel sent: only statistics are computed from them, here, in the grader."""
     names = student.names()
     frames = {}
@@ -101,14 +103,13 @@ def _own_frames(student) -> dict[str, np.ndarray] | None:
     return frames
 
 
-def _targets(student, expected, rows: np.ndarray) -> tuple[list[np.ndarray], dict]:
+def _targets(student, rows: np.ndarray) -> tuple[list[np.ndarray], dict]:
     """What preprocess(rows) may return (fitted on the student's own training split, or on
     the canonical one) and, per wrong fit, what it returns when fitted elsewhere."""
-    canonical = expected.array("preprocess_expected")
+    canonical = preprocess_reference(rows)
     frames = _own_frames(student)
     if frames is None:
-        return [canonical], {split: expected.array(f"preprocess_if_fitted_on_{split}")
-                             for split in WRONG_FITS}
+        return [canonical], {split: preprocess_reference(rows, split) for split in WRONG_FITS}
     fits = {"test": frames["test"], "dev": frames["dev"],
             "train_full": np.vstack([frames["train"], frames["dev"]]),
             "all": np.vstack([frames["train"], frames["dev"], frames["test"]])}
@@ -121,14 +122,62 @@ def _close(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
         return np.abs(found - expected) <= ATOL + RTOL * np.abs(expected)
 
 
+N_HIDDEN = 14
+N_MISSING_BEDROOMS = 3
+
+
+@lru_cache(maxsize=1)
+def _fitted() -> dict:
+    """split -> (medians, means, stds) fitted on that split of housing.csv, split exactly as
+    the notebook asks (two train_test_split calls, random_state=42): median imputation,
+    then standard scaling with the population standard deviation (StandardScaler's)."""
+    from sklearn.model_selection import train_test_split
+
+    features = pd.read_csv(data.housing_csv())[COLUMNS]
+    rows = np.arange(len(features))
+    train_full, test = train_test_split(rows, test_size=0.2, random_state=42)
+    train, dev = train_test_split(train_full, test_size=0.2, random_state=42)
+    fitted = {}
+    for split, index in {"train": train, "test": test, "all": rows, "train_full": train_full,
+                         "dev": dev}.items():
+        frame = features.iloc[index]
+        medians = frame.median()
+        filled = frame.fillna(medians)
+        fitted[split] = (medians, filled.mean(), filled.std(ddof=0), frame.quantile([0.02, 0.98]))
+    return fitted
+
+
+def preprocess_reference(rows: np.ndarray, split: str = "train") -> np.ndarray:
+    """``rows`` imputed and scaled with the statistics of ``split``."""
+    medians, means, stds, _ = _fitted()[split]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return ((frame.fillna(medians) - means) / stds).to_numpy(dtype=np.float64)
+
+
+def hidden_rows(seed: int) -> np.ndarray:
+    """14 synthetic districts (never real rows) within the 2%-98% range of the training set,
+    rounded like the CSV's values, 3 of them with a missing total_bedrooms."""
+    from grader.fresh_inputs import rng
+
+    r = rng(seed, "ocean_proximity.preprocess")
+    low, high = _fitted()["train"][3].to_numpy()
+    rows = r.uniform(low, high, size=(N_HIDDEN, len(COLUMNS)))
+    rows[:, :2] = rows[:, :2].round(2)  # longitude, latitude
+    rows[:, 2:7] = rows[:, 2:7].round(0)  # ages and counts
+    rows[:, 7] = rows[:, 7].round(4)  # median_income
+    rows[:, 8] = (rows[:, 8] / 100).round(0) * 100  # median_house_value
+    rows[r.choice(N_HIDDEN, size=N_MISSING_BEDROOMS, replace=False), BEDROOMS] = np.nan
+    return rows
+
+
 @check("q3.preprocess_uses_train_statistics", points=2, hidden=True,
        hint="preprocess(frame) must fill missing values with the TRAINING medians and "
             "standardise with the TRAINING means and standard deviations, for any new rows.")
 def check_preprocess_uses_train_statistics(student, expected):
     """preprocess() imputes and scales unseen districts with training-set statistics."""
     _require(student, "preprocess")
-    rows = expected.array("preprocess_rows")
-    targets, wrong_fits = _targets(student, expected, rows)
+    rows = hidden_rows(expected.context.seed)
+    targets, wrong_fits = _targets(student, rows)
     target = targets[0]
     found = as_array(student.evaluate(_PREPROCESS, rows=rows, columns=COLUMNS,
                                       what="preprocess(frame)"), "preprocess(frame)")

@@ -11,13 +11,8 @@ as the notebook asks and writes
   - ``test_index``: the row numbers (in housing.csv) of the 4,128 test districts; the
     hidden quality check reads those rows and their labels from the CSV itself, so no data
     is stored here;
-  - ``preprocess_rows``: 14 synthetic raw districts (9 numeric columns, some with a missing
-    ``total_bedrooms``), drawn with a fixed seed within the ranges of the training set;
-  - ``preprocess_expected``: those rows after median imputation and standard scaling fitted
-    on the TRAINING split (population standard deviation, as StandardScaler);
-  - ``preprocess_if_fitted_on_<split>``: the same rows with statistics fitted on the test
-    split, on all the data, on the full training set (train + dev) or on the dev split, so
-    that the hidden check can say which mistake a submission made;
+  (the preprocessing check draws its districts at grading time and fits the statistics
+  on housing.csv itself: see hidden_checks.py; no fixed hidden input is stored);
 * ``expected.json``: ``values`` (columns, label mapping, class counts) and ``bands``. An
   existing ``bands`` entry is kept (calibration owns it); a provisional band is written
   only when there is none, or when ``--measure-band`` asks to re-measure it: the engine
@@ -46,9 +41,6 @@ from grader.data import housing_csv  # noqa: E402
 COLUMNS = ["longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
            "population", "households", "median_income", "median_house_value"]
 LABEL_MAPPING = {"<1H OCEAN": 0, "INLAND": 1, "ISLAND": 2, "NEAR BAY": 3, "NEAR OCEAN": 4}
-HIDDEN_SEED = 20_240_611
-N_HIDDEN = 14
-MISSING_BEDROOMS = (2, 7, 11)  # rows of preprocess_rows whose total_bedrooms is NaN
 BAND_SEEDS = (42, 1, 2, 3, 4)
 BAND_LOW = 0.85
 
@@ -83,44 +75,9 @@ def split_index(n: int) -> dict[str, np.ndarray]:
     return {"train": train, "dev": dev, "test": test, "train_full": train_full, "all": rows}
 
 
-def fitted_transform(frame: pd.DataFrame):
-    """Median imputation, then standard scaling (ddof=0), both fitted on ``frame``."""
-    medians = frame.median()
-    filled = frame.fillna(medians)
-    means, stds = filled.mean(), filled.std(ddof=0)
-    return lambda rows: ((rows.fillna(medians) - means) / stds).to_numpy(dtype=np.float64)
-
-
-def hidden_rows(train: pd.DataFrame) -> pd.DataFrame:
-    """Synthetic districts within the ranges of the training set (never real rows)."""
-    rng = np.random.default_rng(HIDDEN_SEED)
-    low, high = train.quantile(0.02), train.quantile(0.98)
-    values = {column: rng.uniform(low[column], high[column], N_HIDDEN) for column in COLUMNS}
-    frame = pd.DataFrame(values)
-    for column in ("longitude", "latitude"):
-        frame[column] = frame[column].round(2)
-    for column in ("housing_median_age", "total_rooms", "total_bedrooms", "population",
-                   "households"):
-        frame[column] = frame[column].round(0)
-    frame["median_income"] = frame["median_income"].round(4)
-    frame["median_house_value"] = (frame["median_house_value"] / 100).round(0) * 100
-    frame.loc[list(MISSING_BEDROOMS), "total_bedrooms"] = np.nan
-    return frame
-
-
 def expected_arrays(housing: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict]:
-    features = housing[COLUMNS]
     index = split_index(len(housing))
-    train = features.iloc[index["train"]]
-    rows = hidden_rows(train)
-    arrays = {
-        "test_index": index["test"].astype(np.int64),
-        "preprocess_rows": rows.to_numpy(dtype=np.float64),
-        "preprocess_expected": fitted_transform(train)(rows),
-    }
-    for split in ("test", "all", "train_full", "dev"):
-        arrays[f"preprocess_if_fitted_on_{split}"] = fitted_transform(
-            features.iloc[index[split]])(rows)
+    arrays = {"test_index": index["test"].astype(np.int64)}
     labels = housing["ocean_proximity"].map(LABEL_MAPPING).to_numpy()
     values = {
         "columns": COLUMNS,

@@ -123,6 +123,17 @@ def _caller_namespace() -> dict:
     return sys._getframe(3).f_globals  # plain Python: the module that called check()
 
 
+def _verify_data(assignment: Assignment, options) -> None:
+    """The data cache checked against its manifest, rebuilt where it does not match."""
+    from .data import verify_cache
+    from .errors import DataUnavailable
+
+    try:
+        verify_cache(assignment.datasets, options.data_dir)
+    except DataUnavailable:
+        pass  # the result says so
+
+
 def check_notebook(args) -> bool:
     """``grader check NOTEBOOK``: execute it, run the public checks, print a summary."""
     from .executor import GradeOptions, grade_submission, read_notebook
@@ -135,6 +146,7 @@ def check_notebook(args) -> bool:
     target = _assignment_for_folder(path.parent, name)
     print(f"Running {path.name} from the top for {target.name} ...", file=sys.stderr)
     options = GradeOptions(sandbox=args.sandbox, public_only=True, data_dir=args.data_dir)
+    _verify_data(target, options)
     result = grade_submission(path, target, options, student_id=path.stem)
     print(f"{result.status.value}: {result.message}")
     for cell in result.cells:

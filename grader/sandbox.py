@@ -121,8 +121,10 @@ class SandboxSpec:
         limits = ["prlimit", f"--fsize={self.max_file_mb * 2**20}", "--nofile=1024", "--core=0", "--"]
         if self.mode == "off":
             return limits + argv
-        confined = ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-                    "--cap-drop", "ALL", "--seccomp", str(seccomp_fd)]
+        # The root (a tmpfs of bubblewrap's holding the mount points) read-only too: only
+        # /tmp, the home, the working and io folders and /dev stay writable, all per kernel.
+        confined = ["--remount-ro", "/", "--unshare-user", "--uid", str(SANDBOX_UID),
+                    "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", "--seccomp", str(seccomp_fd)]
         return limits + self._bubblewrap_args() + confined + ["--"] + argv
 
     def _bubblewrap_args(self) -> list[str]:

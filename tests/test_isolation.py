@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import shutil
 import subprocess
 import sys
@@ -466,3 +467,67 @@ def test_the_tampered_cache_was_rebuilt_before_any_kernel_saw_it(hostile_batch):
     assert follower["mnist_shape"] == [4000, 28, 28]
     manifest = json.loads((hostile_batch["cache"] / "data" / "manifest.json").read_text())
     assert manifest["files"]["keras/datasets/mnist.npz"] == digest
+
+
+# --- no descriptor of the grader's in any sandboxed process --------------------------------
+
+def _identity(path: str):
+    info = os.stat(path)
+    return None if stat.S_ISCHR(info.st_mode) else (info.st_dev, info.st_ino)
+
+
+@pytest.mark.slow
+@requires_bubblewrap
+@pytest.mark.parametrize("provider", ["fresh", "prepared"])
+def test_no_descriptor_of_the_graders_is_open_in_the_sandbox(provider, tmp_path):
+    """Every descriptor of every process of the kernel's sandbox (and of the zygote's), as
+    the host sees them, against every descriptor this process holds (its stdout, stderr,
+    log files, sockets, pipes), except the kernel's own log file."""
+    import asyncio
+    import time
+
+    import psutil
+
+    from grader import kernels
+    from grader.executor import _Kernel, _KernelSetup
+
+    if provider == "prepared" and python_under_scratch():
+        pytest.skip("Python lives under the temporary folder: prepared kernels fall back")
+    setup = _KernelSetup(mode="bubblewrap", provider=provider, datasets=(), memory_mb=1024,
+                         max_processes=64, max_file_mb=16, gpu_devices=(), kernel_env=(),
+                         heavy_modules=(), scratch_root=tmp_path)
+    kernel = _Kernel(setup)
+    try:
+        asyncio.run(kernel.launch())
+        deadline = time.monotonic() + 120  # until the kernel listens: its set-up is done
+        while not any(p.name.startswith("kernel-") for p in kernel.io_dir.iterdir()):
+            assert kernel.alive() and time.monotonic() < deadline, "the kernel did not start"
+            time.sleep(0.2)
+        log = _identity(kernel.log.name)
+        ours = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                ours[_identity(f"/proc/self/fd/{fd}")] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass
+        ours.pop(None, None)
+        ours.pop(log, None)
+        # Every anonymous inode (eventfd, epoll, ...) is one and the same inode: not ours.
+        ours = {k: v for k, v in ours.items() if not v.startswith("anon_inode:")}
+        roots = [kernel.process.pid]
+        if provider == "prepared":
+            roots.append(kernels._Current.zygote.process.pid)
+        held = {}
+        for root in roots:
+            tree = psutil.Process(root)
+            for proc in [tree, *tree.children(recursive=True)]:
+                for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+                    try:
+                        found = _identity(f"/proc/{proc.pid}/fd/{fd}")
+                    except OSError:
+                        continue
+                    if found in ours:
+                        held[(proc.pid, " ".join(proc.cmdline())[:60], int(fd))] = ours[found]
+        assert held == {}
+    finally:
+        kernel.discard()

@@ -19,8 +19,16 @@ submission. Each forked kernel still gets a fresh, isolated sandbox:
   working directory, its io folder at its host path, the data cache read-only, and
   everything else read-only, the zygote's own root and ``/dev`` included (so nothing a
   submission writes can be seen by the next one); a new ``/proc``;
-* no capabilities at all (bounding set emptied, ``no_new_privs``), the same file-size,
-  open-files and core limits, the same environment as a fresh kernel;
+* no capabilities at all (bounding set emptied, ``no_new_privs``), uid and gid 1000 in a
+  user namespace of its own, the seccomp filter of :mod:`grader.seccomp`, the same
+  file-size, open-files and core limits, the same environment as a fresh kernel;
+* a session keyring of its own (and no key system call); its init stands in an empty
+  read-only folder and is not dumpable, so ``/proc/1/cwd`` and ``/proc/1/fd`` lead
+  nowhere; its standard output and error are its own ``kernel.log`` (the descriptor
+  travels with the request over the zygote's socket, ``SCM_RIGHTS``), and every other
+  descriptor it inherited from the zygote is replaced by ``/dev/null``. The zygote's own
+  output goes to ``zygote.log`` in its folder: nothing in a sandbox holds the grader's
+  terminal;
 * the same :class:`~grader.sandbox.Watchdog` on its process tree and the same
   :func:`~grader.sandbox.kill_tree` at the end.
 

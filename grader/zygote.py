@@ -3,19 +3,26 @@
 Run as ``python -m grader.zygote CONFIG`` inside a worker's bubblewrap sandbox, with
 ``CAP_SYS_ADMIN``, ``CAP_NET_ADMIN`` and ``CAP_SETPCAP`` kept. It imports the heavy
 modules once, then answers requests on a Unix socket (one JSON message each: the
-submission's work and io folders, environment, limits, data mounts). Its sandbox binds
+submission's work and io folders, environment, limits, data mounts; the kernel's log file
+travels with it as a descriptor, SCM_RIGHTS). Its sandbox binds
 the folders that hold the workers' scratch and io folders (bind mounts cannot be made
 from another mount namespace's file descriptors), so the zygote, which runs only this
 code, can reach them; each kernel covers them before any student code runs. For each
 request it forks a kernel::
 
-    zygote ── fork ──> setup child: unshare(mount, PID, IPC, UTS, network namespaces),
-                       fresh mounts (below), then fork, report the pid, exit
+    zygote ── fork ──> setup child: chdir("/"), unshare(mount, PID, IPC, UTS, network
+                       namespaces), a new session keyring, fresh mounts (below), chdir to
+                       an empty read-only folder, then fork, report the pid, exit
                           └─ fork ──> init: PID 1 of the new PID namespace; mounts /proc,
-                                      forks the kernel, drops every capability and execs a
-                                      small fresh Python that only reaps children
-                                        └─ fork ──> kernel: drops every capability,
-                                                    no_new_privs, rlimits, the submission's
+                                      forks the kernel; output to the kernel's log, other
+                                      descriptors closed, every capability dropped, seccomp,
+                                      execs a small fresh Python (not dumpable) that only
+                                      reaps children
+                                        └─ fork ──> kernel: output to its log, inherited
+                                                    descriptors replaced by /dev/null, a user
+                                                    namespace where it is uid 1000, every
+                                                    capability dropped, no_new_privs, seccomp,
+                                                    not dumpable, rlimits, the submission's
                                                     environment, IPKernelApp
 
 Mounts of each kernel (in its own mount namespace, nothing propagates back): the root,

@@ -159,10 +159,9 @@ def _write_manifest(files: dict[str, str]) -> None:
 def record_built(path: Path) -> None:
     """Record the sha256 of a file just built into the cache (every builder calls this)."""
     relative = Path(path).resolve().relative_to(data_root().resolve()).as_posix()
-    digest = sha256_of(Path(path))
-    with _lock():
+    with _lock():  # hashed under the lock: another process may be replacing the same file
         files = read_manifest()
-        files[relative] = digest
+        files[relative] = sha256_of(Path(path))
         _write_manifest(files)
 
 

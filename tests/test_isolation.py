@@ -531,3 +531,5 @@ def test_no_descriptor_of_the_graders_is_open_in_the_sandbox(provider, tmp_path)
         assert held == {}
     finally:
         kernel.discard()
+        # The manager's control socket: left open, its zmq context would block the exit.
+        asyncio.run(kernel.km._async_cleanup_resources())

@@ -241,9 +241,12 @@ def _verify_data(assignment: Assignment, options: GradeOptions) -> None:
     from .errors import DataUnavailable
 
     try:
-        verify_cache(assignment.datasets, options.data_dir)
+        removed = verify_cache(assignment.datasets, options.data_dir)
     except DataUnavailable:
-        pass  # every submission then reports it, with the reason
+        return  # every submission then reports it, with the reason
+    if removed:
+        print(f"The data cache did not match its manifest; removed and rebuilt: "
+              f"{', '.join(sorted(p.name for p in removed))}", file=sys.stderr)
 
 
 def _grade_pending(pending: list[Submission], assignment: Assignment, options: GradeOptions,

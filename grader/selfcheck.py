@@ -129,9 +129,12 @@ def _verify_data(assignment: Assignment, options) -> None:
     from .errors import DataUnavailable
 
     try:
-        verify_cache(assignment.datasets, options.data_dir)
+        removed = verify_cache(assignment.datasets, options.data_dir)
     except DataUnavailable:
-        pass  # the result says so
+        return  # the result says so
+    if removed:
+        print(f"The data cache did not match its manifest; removed and rebuilt: "
+              f"{', '.join(sorted(p.name for p in removed))}", file=sys.stderr)
 
 
 def check_notebook(args) -> bool:

@@ -64,12 +64,19 @@ def bubblewrap_problem() -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
-    try:
+    from .seccomp import program_fd
+
+    fd = program_fd()
+    try:  # as a kernel is confined: its own user namespace, no capability, seccomp
         probe = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
-                                "--proc", "/proc", "--dev", "/dev", "true"],
-                               capture_output=True, text=True, timeout=20)
+                                "--proc", "/proc", "--dev", "/dev", "--unshare-user",
+                                "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                                "--cap-drop", "ALL", "--seccomp", str(fd), "true"],
+                               capture_output=True, text=True, timeout=20, pass_fds=(fd,))
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"bubblewrap failed to start: {error}"
+    finally:
+        os.close(fd)
     if probe.returncode != 0:
         return f"bubblewrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
     return None

@@ -13,11 +13,20 @@ The cache (``$GRADER_CACHE`` or ``~/.cache/tf-grader``) holds::
 
     data/keras/datasets/mnist.npz   mounted read-only at ~/.keras/datasets in the sandbox
     data/housing/housing.csv        mounted read-only at ./datasets/housing/ in the sandbox
+    data/manifest.json              sha256 of every file above, recorded when it was built
+
+The cache is not trusted because it exists: :func:`verify_cache` (once per batch, in the
+coordinating process, and before ``grader check``) hashes every file under ``data/``
+against the manifest, deletes what does not match (or is not in it, or is not a regular
+file), and builds it again. The manifest is generic: whatever a builder writes under
+``data/`` is recorded by :func:`record_built` and checked the same way.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -60,6 +69,7 @@ def mnist_npz() -> Path:
         np.savez_compressed(partial, x_train=x_train, y_train=y_train,
                             x_test=x_test, y_test=y_test)
         os.replace(partial, path)
+        record_built(path)
     return path
 
 
@@ -88,6 +98,7 @@ def housing_csv(data_dir: Path | str | None = None) -> Path:
             partial = cached.with_name(f"housing.{os.getpid()}.{threading.get_ident()}.partial")
             shutil.copyfile(candidate, partial)
             os.replace(partial, cached)
+            record_built(cached)
             return cached
     looked = ", ".join(str(c) for c in candidates) or "no data directory given"
     raise DataUnavailable(
@@ -149,6 +160,7 @@ def download_housing_csv(url: str | None = None) -> Path:
                 f"it was not kept. Check the address (set {HOUSING_URL_ENV} to another copy) "
                 "or pass a verified copy with --data-dir.")
         os.replace(partial, cached)
+        record_built(cached)
     finally:
         partial.unlink(missing_ok=True)
     return cached
@@ -188,3 +200,96 @@ def _a_local_copy_exists(data_dir: Path | str | None) -> bool:
     wrong one)."""
     return any((Path(d) / "housing.csv").is_file()
                for d in (data_dir, os.environ.get("GRADER_DATA")) if d)
+
+
+# --- The manifest: what the cache held when it was built -----------------------------------
+
+MANIFEST = "manifest.json"
+
+
+def data_root() -> Path:
+    return cache_root() / "data"
+
+
+def _lock():
+    """An exclusive lock on the manifest, between processes (one batch's workers, two runs
+    sharing a cache); released when the returned file is closed."""
+    data_root().mkdir(parents=True, exist_ok=True)
+    lock = open(data_root() / ".manifest.lock", "a")  # noqa: SIM115 - closed by the caller
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def read_manifest() -> dict[str, str]:
+    """Relative path under ``data/`` -> sha256; empty when there is none or it is damaged
+    (then nothing in the cache is trusted)."""
+    try:
+        files = json.loads((data_root() / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _write_manifest(files: dict[str, str]) -> None:
+    target = data_root() / MANIFEST
+    partial = target.with_name(f".{MANIFEST}.{os.getpid()}.{threading.get_ident()}.partial")
+    partial.write_text(json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n")
+    os.replace(partial, target)  # atomic: a reader sees the old manifest or the new one
+
+
+def record_built(path: Path) -> None:
+    """Record the sha256 of a file just built into the cache (every builder calls this)."""
+    relative = Path(path).resolve().relative_to(data_root().resolve()).as_posix()
+    with _lock():  # hashed under the lock: another process may be replacing the same file
+        files = read_manifest()
+        files[relative] = sha256_of(Path(path))
+        _write_manifest(files)
+
+
+def _cached_files() -> list[Path]:
+    """Everything under ``data/`` except the manifest, its lock and unfinished writes."""
+    root = data_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = Path(folder) / name
+            if path.parent == root and name in (MANIFEST, ".manifest.lock"):
+                continue
+            if ".partial" in name:
+                continue
+            found.append(path)
+    return sorted(found)
+
+
+def untrusted_files() -> list[Path]:
+    """Files of the cache that do not match the manifest: changed, unknown to it, or not
+    regular files (a link planted there is never followed)."""
+    files, bad = read_manifest(), []
+    for path in _cached_files():
+        relative = path.relative_to(data_root()).as_posix()
+        if path.is_symlink() or not path.is_file() or files.get(relative) != sha256_of(path):
+            bad.append(path)
+    return bad
+
+
+def verify_cache(datasets: tuple[str, ...], data_dir: Path | str | None = None) -> list[Path]:
+    """Check every file of the cache against the manifest; delete the ones that do not
+    match and build the assignment's datasets again. Returns the files that were deleted.
+    Raises :class:`DataUnavailable` when a dataset cannot be built again (no housing.csv)."""
+    with _lock():
+        bad = untrusted_files()
+        kept = read_manifest()
+        for path in bad:
+            kept.pop(path.relative_to(data_root()).as_posix(), None)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if bad:
+            _write_manifest({k: v for k, v in kept.items() if (data_root() / k).is_file()})
+    prepare(datasets, data_dir)  # builds what is missing; each builder records its file
+    return bad

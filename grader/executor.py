@@ -25,6 +25,7 @@ import multiprocessing.util
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -147,6 +148,19 @@ class SandboxedKernelManager(AsyncKernelManager):
         # silently restarted (the restarter would also tie this manager to one event loop).
         self.autorestart = False
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        """Launch with the seccomp program on a descriptor of its own, which bubblewrap
+        reads (``--seccomp FD``); the descriptor is closed here once the process started."""
+        from . import seccomp
+        from .sandbox import SECCOMP_FD_FIELD
+
+        fd = seccomp.program_fd()
+        try:
+            kernel_cmd = [arg.replace(SECCOMP_FD_FIELD, str(fd)) for arg in kernel_cmd]
+            await super()._async_launch_kernel(kernel_cmd, pass_fds=(fd,), **kw)
+        finally:
+            os.close(fd)
+
 
 class CappedNotebookClient(NotebookClient):
     """nbclient with a cap on how much output a notebook may keep."""
@@ -232,9 +246,11 @@ class _Kernel:
         # the scratch folder, not to the instructor's terminal.
         self.log = open(self.scratch / "kernel.log", "wb")  # noqa: SIM115 - closed in remove()
         # What nbclient's start_new_kernel would pass: no history file for a graded kernel.
+        # Its stdin is /dev/null, not a pipe of the grader's; a forked kernel gets the log's
+        # descriptor through the zygote's socket (grader.kernels.Zygote.spawn).
         await self.km.start_kernel(extra_arguments=["--HistoryManager.hist_file=:memory:"],
                                    env=self.spec.environment(), cwd=str(self.work),
-                                   stdout=self.log, stderr=self.log)
+                                   stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
 
     @property
     def process(self):

@@ -19,8 +19,16 @@ submission. Each forked kernel still gets a fresh, isolated sandbox:
   working directory, its io folder at its host path, the data cache read-only, and
   everything else read-only, the zygote's own root and ``/dev`` included (so nothing a
   submission writes can be seen by the next one); a new ``/proc``;
-* no capabilities at all (bounding set emptied, ``no_new_privs``), the same file-size,
-  open-files and core limits, the same environment as a fresh kernel;
+* no capabilities at all (bounding set emptied, ``no_new_privs``), uid and gid 1000 in a
+  user namespace of its own, the seccomp filter of :mod:`grader.seccomp`, the same
+  file-size, open-files and core limits, the same environment as a fresh kernel;
+* a session keyring of its own (and no key system call); its init stands in an empty
+  read-only folder and is not dumpable, so ``/proc/1/cwd`` and ``/proc/1/fd`` lead
+  nowhere; its standard output and error are its own ``kernel.log`` (the descriptor
+  travels with the request over the zygote's socket, ``SCM_RIGHTS``), and every other
+  descriptor it inherited from the zygote is replaced by ``/dev/null``. The zygote's own
+  output goes to ``zygote.log`` in its folder: nothing in a sandbox holds the grader's
+  terminal;
 * the same :class:`~grader.sandbox.Watchdog` on its process tree and the same
   :func:`~grader.sandbox.kill_tree` at the end.
 
@@ -77,7 +85,7 @@ import psutil
 from jupyter_client.provisioning import LocalProvisioner
 
 from .errors import ConfigurationError, SandboxUnavailable
-from .sandbox import SANDBOX_HOME, SANDBOX_WORK, SandboxSpec, kill_tree
+from .sandbox import SANDBOX_HOME, SANDBOX_UID, SANDBOX_WORK, SandboxSpec, kill_tree
 
 PROVIDERS = ("fresh", "prepared")
 HEAVY_MODULES = ("numpy", "pandas", "tensorflow", "keras", "IPython", "ipykernel.kernelapp",
@@ -140,12 +148,13 @@ class Zygote:
             args += ["--cap-add", cap]
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {"heavy": list(heavy), "home": SANDBOX_HOME, "work": SANDBOX_WORK,
-                  "fd": theirs.fileno(), "shared": self.shared}
+                  "fd": theirs.fileno(), "shared": self.shared, "uid": SANDBOX_UID}
         argv = ["prlimit", "--nofile=1024", "--core=0", "--", *args, "--",
                 sys.executable, "-m", "grader.zygote", json.dumps(config)]
-        # The zygote's stdout/stderr (TensorFlow's C++ start-up logs, and those of the kernels
-        # it forks, which inherit them) go to a log file of its own, not to the terminal.
-        log = open(self.own / "zygote.log", "ab")  # noqa: SIM115 - the child holds it
+        # The zygote's own output (TensorFlow's import-time logs) goes to a log file, never to
+        # the grader's terminal: no descriptor of the grader's is open in its sandbox.
+        self.log_path = self.own / "zygote.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it; closed below
         try:
             self.process = subprocess.Popen(argv, env=zygote_spec.environment(),
                                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
@@ -186,19 +195,22 @@ class Zygote:
                 names.append(item.name)
         return names
 
-    def spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str]) -> psutil.Process:
+    def spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str],
+              log_fd: int) -> psutil.Process:
         """A new kernel for one submission; its init's process, as this host sees it.
-        One request at a time: threads of one process (Dask workers, the tests' graders)
-        share the zygote and its socket."""
+        ``log_fd``: the kernel's log file, sent to the zygote with the request (SCM_RIGHTS):
+        the kernel's standard output and error. One request at a time: threads of one
+        process (Dask workers, the tests' graders) share the zygote and its socket."""
         with _LOCK:
-            return self._spawn(spec, connection_file, env)
+            return self._spawn(spec, connection_file, env, log_fd)
 
-    def _spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str]) -> psutil.Process:
+    def _spawn(self, spec: SandboxSpec, connection_file: str, env: dict[str, str],
+               log_fd: int) -> psutil.Process:
         request = {"work": str(spec.work_dir), "io": str(spec.io_dir),
                    "connection_file": connection_file, "env": env,
                    "fsize": spec.max_file_mb * 2**20,
                    "mounts": [[self.staging[str(host)], inside] for host, inside in spec.data_mounts]}
-        self.channel.send(json.dumps(request).encode())
+        socket.send_fds(self.channel, [json.dumps(request).encode()], [log_fd])
         reply = self._receive(SPAWN_TIMEOUT_S)
         if reply.get("late"):
             self.stop()  # out of step with its answers: the next launch starts a new one
@@ -327,7 +339,11 @@ class PreparedProvisioner(LocalProvisioner):
         if shadowing:  # would not shadow the preloaded module: a fresh kernel, exactly
             km.kernel_provider = "fresh"
             return await super().launch_kernel(cmd, **kwargs)
-        process = zygote.spawn(km.spec, km.connection_file, dict(kwargs.get("env") or {}))
+        log = kwargs.get("stdout")
+        if log is None or not hasattr(log, "fileno"):
+            raise RuntimeError("a prepared kernel needs a log file for its output")
+        process = zygote.spawn(km.spec, km.connection_file, dict(kwargs.get("env") or {}),
+                               log.fileno())
         self.process = ForkedKernel(process)
         self.pid = self.pgid = process.pid  # the init called setsid()
         self.cwd = kwargs.get("cwd")

@@ -260,6 +260,8 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
         else:
             pending.append(submission)
 
+    if pending:
+        _verify_data(assignment, options)
     gpus = len(devices.discover_gpus()) if options.device.startswith("gpu") else 0
     workers = max(1, min(workers or default_workers(assignment.limits.memory_mb, gpus),
                          len(pending) or 1))
@@ -277,6 +279,21 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
         gradebook.close()
         _remove_scratch(options.scratch_root)
     return summary
+
+
+def _verify_data(assignment: Assignment, options: GradeOptions) -> None:
+    """The data cache checked against its manifest (and rebuilt where it does not match)
+    once per batch, here, before any kernel mounts it."""
+    from .data import verify_cache
+    from .errors import DataUnavailable
+
+    try:
+        removed = verify_cache(assignment.datasets, options.data_dir)
+    except DataUnavailable:
+        return  # every submission then reports it, with the reason
+    if removed:
+        print(f"The data cache did not match its manifest; removed and rebuilt: "
+              f"{', '.join(sorted(p.name for p in removed))}", file=sys.stderr)
 
 
 def _grade_pending(pending: list[Submission], assignment: Assignment, options: GradeOptions,

@@ -2,8 +2,10 @@
 
 With bubblewrap (``--sandbox auto|required``) the kernel gets:
 
-* no network (a private network namespace: only its own loopback), its own PID,
-  IPC and UTS namespaces, and ``--die-with-parent``;
+* no network (a private network namespace: only its own loopback), its own user,
+  PID, IPC and UTS namespaces, and ``--die-with-parent``;
+* uid and gid 1000 inside (not root), no capabilities, ``no_new_privs`` and the seccomp
+  filter of :mod:`grader.seccomp` (no keyring, ptrace, mounts, new namespaces, ...);
 * a read-only view of the system (``/usr``, a few files of ``/etc``, the Python
   installation), a private ``/tmp`` and home (tmpfs), and a scratch copy of the
   submission as its working directory — nothing else of the host: not the course
@@ -47,6 +49,10 @@ from .errors import SandboxUnavailable
 SANDBOX_HOME = "/home/student"
 SANDBOX_SITE = Path(__file__).resolve().parent / "sandbox_site"  # sitecustomize for kernels
 SANDBOX_WORK = f"{SANDBOX_HOME}/work"
+# The user a kernel runs as inside its user namespace (it maps to the grader's own user
+# outside): not root, so nothing inside is owned by or runs as uid 0.
+SANDBOX_UID = 1000
+SECCOMP_FD_FIELD = "{seccomp_fd}"
 # Files of /etc a Python kernel needs; the rest of /etc stays hidden.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf",
              "passwd", "group", "hosts", "ssl", "ca-certificates", "fonts", "mime.types")
@@ -58,12 +64,19 @@ def bubblewrap_problem() -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
-    try:
+    from .seccomp import program_fd
+
+    fd = program_fd()
+    try:  # as a kernel is confined: its own user namespace, no capability, seccomp
         probe = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
-                                "--proc", "/proc", "--dev", "/dev", "true"],
-                               capture_output=True, text=True, timeout=20)
+                                "--proc", "/proc", "--dev", "/dev", "--unshare-user",
+                                "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                                "--cap-drop", "ALL", "--seccomp", str(fd), "true"],
+                               capture_output=True, text=True, timeout=20, pass_fds=(fd,))
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"bubblewrap failed to start: {error}"
+    finally:
+        os.close(fd)
     if probe.returncode != 0:
         return f"bubblewrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
     return None
@@ -103,12 +116,23 @@ class SandboxSpec:
     def home_inside(self) -> str:
         return SANDBOX_HOME if self.mode == "bubblewrap" else str(self.work_dir.parent / "home")
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """The command line that runs ``argv`` inside this sandbox, limits applied."""
+    def wrap(self, argv: list[str], seccomp_fd: int | str = SECCOMP_FD_FIELD) -> list[str]:
+        """The command line that runs ``argv`` inside this sandbox, limits applied.
+
+        With bubblewrap the command runs as :data:`SANDBOX_UID` in its own user namespace
+        with every capability dropped (as root, bubblewrap would otherwise keep them all, and
+        a kernel could remount a read-only bind writable), under the seccomp filter of
+        :mod:`grader.seccomp`, read by bubblewrap from descriptor ``seccomp_fd`` (by default
+        a ``{seccomp_fd}`` field that the kernel manager fills in at launch: see
+        :meth:`grader.executor.SandboxedKernelManager._async_launch_kernel`)."""
         limits = ["prlimit", f"--fsize={self.max_file_mb * 2**20}", "--nofile=1024", "--core=0", "--"]
         if self.mode == "off":
             return limits + argv
-        return limits + self._bubblewrap_args() + ["--"] + argv
+        # The root (a tmpfs of bubblewrap's holding the mount points) read-only too: only
+        # /tmp, the home, the working and io folders and /dev stay writable, all per kernel.
+        confined = ["--remount-ro", "/", "--unshare-user", "--uid", str(SANDBOX_UID),
+                    "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", "--seccomp", str(seccomp_fd)]
+        return limits + self._bubblewrap_args() + confined + ["--"] + argv
 
     def _bubblewrap_args(self) -> list[str]:
         args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",

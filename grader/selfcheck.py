@@ -123,6 +123,20 @@ def _caller_namespace() -> dict:
     return sys._getframe(3).f_globals  # plain Python: the module that called check()
 
 
+def _verify_data(assignment: Assignment, options) -> None:
+    """The data cache checked against its manifest, rebuilt where it does not match."""
+    from .data import verify_cache
+    from .errors import DataUnavailable
+
+    try:
+        removed = verify_cache(assignment.datasets, options.data_dir)
+    except DataUnavailable:
+        return  # the result says so
+    if removed:
+        print(f"The data cache did not match its manifest; removed and rebuilt: "
+              f"{', '.join(sorted(p.name for p in removed))}", file=sys.stderr)
+
+
 def check_notebook(args) -> bool:
     """``grader check NOTEBOOK``: execute it, run the public checks, print a summary."""
     from .executor import GradeOptions, grade_submission, read_notebook
@@ -139,6 +153,7 @@ def check_notebook(args) -> bool:
         housing_csv_or_download(args.data_dir, say=lambda line: print(line, file=sys.stderr))
     print(f"Running {path.name} from the top for {target.name} ...", file=sys.stderr)
     options = GradeOptions(sandbox=args.sandbox, public_only=True, data_dir=args.data_dir)
+    _verify_data(target, options)
     result = grade_submission(path, target, options, student_id=path.stem)
     print(f"{result.status.value}: {result.message}")
     for cell in result.cells:

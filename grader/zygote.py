@@ -3,19 +3,26 @@
 Run as ``python -m grader.zygote CONFIG`` inside a worker's bubblewrap sandbox, with
 ``CAP_SYS_ADMIN``, ``CAP_NET_ADMIN`` and ``CAP_SETPCAP`` kept. It imports the heavy
 modules once, then answers requests on a Unix socket (one JSON message each: the
-submission's work and io folders, environment, limits, data mounts). Its sandbox binds
+submission's work and io folders, environment, limits, data mounts; the kernel's log file
+travels with it as a descriptor, SCM_RIGHTS). Its sandbox binds
 the folders that hold the workers' scratch and io folders (bind mounts cannot be made
 from another mount namespace's file descriptors), so the zygote, which runs only this
 code, can reach them; each kernel covers them before any student code runs. For each
 request it forks a kernel::
 
-    zygote ── fork ──> setup child: unshare(mount, PID, IPC, UTS, network namespaces),
-                       fresh mounts (below), then fork, report the pid, exit
+    zygote ── fork ──> setup child: chdir("/"), unshare(mount, PID, IPC, UTS, network
+                       namespaces), a new session keyring, fresh mounts (below), chdir to
+                       an empty read-only folder, then fork, report the pid, exit
                           └─ fork ──> init: PID 1 of the new PID namespace; mounts /proc,
-                                      forks the kernel, drops every capability and execs a
-                                      small fresh Python that only reaps children
-                                        └─ fork ──> kernel: drops every capability,
-                                                    no_new_privs, rlimits, the submission's
+                                      forks the kernel; output to the kernel's log, other
+                                      descriptors closed, every capability dropped, seccomp,
+                                      execs a small fresh Python (not dumpable) that only
+                                      reaps children
+                                        └─ fork ──> kernel: output to its log, inherited
+                                                    descriptors replaced by /dev/null, a user
+                                                    namespace where it is uid 1000, every
+                                                    capability dropped, no_new_privs, seccomp,
+                                                    not dumpable, rlimits, the submission's
                                                     environment, IPKernelApp
 
 Mounts of each kernel (in its own mount namespace, nothing propagates back): the root,
@@ -42,18 +49,28 @@ import socket
 import struct
 import sys
 
+from grader import seccomp
+
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 PR_SET_CHILD_SUBREAPER, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 36, 24, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+PR_SET_DUMPABLE = 4
+CLONE_NEWUSER = 0x10000000
+KEYCTL_JOIN_SESSION_KEYRING = 1
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# Where each kernel's init waits, and where the setup process stands while it mounts: an
+# empty folder of the read-only root, never the zygote's working directory (which every
+# kernel would otherwise share through /proc/1/cwd).
+EMPTY = "/.grader-empty"
 
 # The init of each kernel's PID namespace: a fresh, small Python (not a copy of the zygote,
 # whose inherited pages would count against the submission's memory limit).
 INIT = """
-import os, signal, sys
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: /proc/1 is not the kernel's to open
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 kernel, code = int(sys.argv[1]), 1
 while True:
@@ -128,9 +145,15 @@ def _inside(path: str, config: dict) -> str:
 
 def setup_namespaces(request: dict, config: dict) -> None:
     """In the setup child: new namespaces and this submission's view of the files."""
+    os.chdir("/")  # out of the zygote's folder before anything else
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
                          | CLONE_NEWNET), "unshare")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # A session keyring of its own (the zygote's is never seen); the seccomp filter then
+    # refuses every key system call anyway.
+    if _libc.syscall(_keyctl_number(), KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+        _check(-1, "join a new session keyring")
+    os.makedirs(EMPTY, exist_ok=True)  # on the zygote's root, before it is made read-only
     socket.sethostname("sandbox")
     _loopback_up()
     home, work, io_dir = config["home"], config["work"], request["io"]
@@ -159,6 +182,13 @@ def setup_namespaces(request: dict, config: dict) -> None:
     if os.path.isdir("/dev/shm"):
         tmpfs("/dev/shm", "1777")
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(EMPTY)
+
+
+def _keyctl_number() -> int:
+    import platform
+
+    return seccomp.REFUSED["keyctl"][0 if platform.machine() == "x86_64" else 1]
 
 
 def mount_proc() -> None:
@@ -169,13 +199,53 @@ def mount_proc() -> None:
             bind(f"/proc/{sub}", f"/proc/{sub}", read_only=True)
 
 
-def become_kernel(request: dict, config: dict) -> None:
-    """In the kernel process: the submission's limits and environment, then IPKernelApp."""
-    drop_privileges()
-    devnull = os.open(os.devnull, os.O_RDONLY)
+def enter_user_namespace(uid: int) -> None:
+    """A user namespace of the kernel's own in which it is ``uid``, not root (the user it
+    maps to outside is the zygote's). Files the sandbox gave it (its home, working and io
+    folders) are owned by that user in its view; mounts made outside it stay locked."""
+    try:
+        os.setgroups([])  # no supplementary group survives (setgroups is denied inside)
+    except PermissionError:  # denied in the zygote's namespace already: only its own gid
+        if set(os.getgroups()) - {os.getegid()}:
+            raise
+    outside = os.geteuid(), os.getegid()  # inside, unmapped ids read as 65534 until mapped
+    _check(_libc.unshare(CLONE_NEWUSER), "unshare user namespace")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {outside[0]} 1"),
+                       ("gid_map", f"{uid} {outside[1]} 1")):
+        try:
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        except OSError as error:
+            raise OSError(error.errno, f"write {text!r} to /proc/self/{name}: "
+                          f"{os.strerror(error.errno)}") from None
+
+
+def isolate_descriptors(log_fd: int) -> None:
+    """Standard input from /dev/null, standard output and error to the kernel's own log,
+    and nothing else of the zygote's: every other descriptor is replaced by /dev/null
+    (not closed, so that an object of the zygote's still holding its number can never
+    close a descriptor the kernel opens later)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != devnull:
+            try:
+                os.dup2(devnull, fd)
+            except OSError:
+                pass  # the descriptor of the listing itself, closed already
     os.close(devnull)
-    os.dup2(2, 1)
+
+
+def become_kernel(request: dict, config: dict, log_fd: int) -> None:
+    """In the kernel process: the submission's limits and environment, then IPKernelApp."""
+    isolate_descriptors(log_fd)
+    enter_user_namespace(int(config["uid"]))
+    drop_privileges()
+    seccomp.install()
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "not dumpable")
     fsize = int(request["fsize"])
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
@@ -193,8 +263,9 @@ def become_kernel(request: dict, config: dict) -> None:
     IPKernelApp.launch_instance(argv=sys.argv[1:] + ["--IPKernelApp.parent_handle=1"])
 
 
-def spawn(request: dict, config: dict, protocol_fd: int) -> int:
-    """Fork a kernel for ``request``; the pid (in the zygote's namespace) of its init."""
+def spawn(request: dict, config: dict, protocol_fd: int, log_fd: int) -> int:
+    """Fork a kernel for ``request``; the pid (in the zygote's namespace) of its init.
+    ``log_fd``: the kernel's log file (its and its init's standard output and error)."""
     read_end, write_end = os.pipe()
     setup = os.fork()
     if setup == 0:
@@ -206,7 +277,7 @@ def spawn(request: dict, config: dict, protocol_fd: int) -> int:
             init = os.fork()
             if init == 0:
                 os.close(write_end)  # the zygote reads this pipe to its end
-                _init_and_kernel(request, config)
+                _init_and_kernel(request, config, log_fd)
             os.write(write_end, json.dumps({"pid": init}).encode())
             code = 0
         except BaseException as error:  # noqa: BLE001 - reported to the grader, then exit
@@ -226,7 +297,7 @@ def spawn(request: dict, config: dict, protocol_fd: int) -> int:
     return int(reply["pid"])
 
 
-def _init_and_kernel(request: dict, config: dict) -> None:
+def _init_and_kernel(request: dict, config: dict, log_fd: int) -> None:
     try:
         os.setsid()
         mount_proc()
@@ -234,7 +305,7 @@ def _init_and_kernel(request: dict, config: dict) -> None:
         if kernel == 0:
             code = 0
             try:
-                become_kernel(request, config)
+                become_kernel(request, config, log_fd)
             except BaseException:  # noqa: BLE001 - shown on stderr, the kernel is gone
                 import traceback
 
@@ -242,8 +313,10 @@ def _init_and_kernel(request: dict, config: dict) -> None:
                 code = 1
             finally:
                 os._exit(code)
+        isolate_descriptors(log_fd)
+        os.closerange(3, 65536)  # it execs next: no object of the zygote's is left to care
         drop_privileges()
-        os.closerange(3, 65536)
+        seccomp.install()
         os.execv(sys.executable, [sys.executable, "-S", "-E", "-c", INIT, str(kernel)])
     finally:
         os._exit(1)
@@ -284,13 +357,19 @@ def main() -> None:
         _reap()
         if not select.select([channel], [], [], 0.5)[0]:
             continue
-        message = channel.recv(1 << 20)  # SOCK_SEQPACKET: one whole request
+        # SOCK_SEQPACKET: one whole request, with the kernel's log file as a descriptor.
+        message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
         if not message:
             return
         try:
-            send({"pid": spawn(json.loads(message), config, channel.fileno())})
+            if len(fds) != 1:
+                raise RuntimeError(f"expected the kernel's log descriptor, got {len(fds)}")
+            send({"pid": spawn(json.loads(message), config, channel.fileno(), fds[0])})
         except Exception as error:  # noqa: BLE001 - reported to the grader
             send({"error": f"{type(error).__name__}: {error}"})
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 if __name__ == "__main__":

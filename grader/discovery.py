@@ -58,7 +58,9 @@ def discover(root: Path, unpack_dir: Path) -> list[Submission]:
         if entry.is_file() and entry.suffix == ".zip":
             for sub in discover(_unzip(entry, unpack_dir / safe_id(entry.stem)), unpack_dir):
                 _add(found, sub)
-        elif entry.suffix == ".ipynb" and (entry.is_file() or entry.is_symlink()):
+        elif entry.suffix == ".ipynb" and (entry.is_symlink() or not entry.is_dir()):
+            # A FIFO, socket or device named .ipynb too: grading reports it as invalid
+            # (it is opened non-blocking and refused), never silently left out.
             match = CANVAS.match(entry.stem)
             student = f"{match['name']}_{match['user']}" if match else entry.stem
             _add(found, Submission(safe_id(student), entry))

@@ -34,7 +34,9 @@ from . import __version__, devices
 from .assignment import Assignment, load_assignment
 from .data import cache_root
 from .discovery import Submission, discover
-from .executor import GradeOptions, _now, cache_key, grade_submission, unscored_result
+from .errors import InvalidSubmission
+from .executor import (GradeOptions, _now, cache_key, grade_submission, read_submission_bytes,
+                       unscored_result)
 from .gradebook import Gradebook
 from .results import Status, SubmissionResult
 
@@ -204,10 +206,13 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
     pending: list[Submission] = []
     for submission in found:
         hit = None
-        if submission.path is not None and submission.path.is_file() \
-                and not submission.path.is_symlink():
-            hit = store.cached(submission.student_id,
-                               cache_key(submission.path.read_bytes(), assignment))
+        if submission.path is not None:
+            try:  # never blocks: a FIFO named .ipynb is refused here and reported by its worker
+                raw = read_submission_bytes(submission.path)
+            except InvalidSubmission:
+                raw = None
+            if raw is not None:
+                hit = store.cached(submission.student_id, cache_key(raw, assignment))
         if hit is not None:
             finish(hit, cached=True)
         else:

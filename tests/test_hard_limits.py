@@ -225,6 +225,19 @@ def test_a_check_that_will_not_stop_is_killed_and_the_rest_fail_fast(graded):
 
 
 @requires_bubblewrap
+def test_a_slow_check_that_stops_when_interrupted_keeps_its_kernel(graded):
+    result = graded["results"]["slow_function_at_check_time"]
+    assert result.duration_s <= graded["bound"], result.timings
+    assert result.status is Status.TIMEOUT
+    assert result.message.startswith("The checks ran out of their time limit of 10 s before 2 "
+                                     "of them ran")
+    first, *rest = result.checks
+    assert "This check could not finish: no answer within 10 s" in first.message
+    assert all(c.message.startswith("Not run: the checks' time limit of 10 s ran out")
+               for c in rest)
+
+
+@requires_bubblewrap
 def test_good_notebook_beside_them_gets_full_marks(graded):
     result = graded["results"]["good"]
     assert (result.status, result.score, result.max_score) == (Status.OK, 5, 5)

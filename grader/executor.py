@@ -187,8 +187,14 @@ class CappedNotebookClient(NotebookClient):
     async def _async_handle_timeout(self, timeout, cell=None):
         if cell is not None:
             self.timed_out.add(id(cell))
-        reply = await super()._async_handle_timeout(timeout, cell)  # sends the interrupt
-        if self.deadline is not None and not await self._answered(INTERRUPT_GRACE_S):
+        if self.deadline is None:
+            return await super()._async_handle_timeout(timeout, cell)
+        try:
+            reply = await super()._async_handle_timeout(timeout, cell)  # sends the interrupt
+            stopped = await self._answered(INTERRUPT_GRACE_S)
+        except Exception:  # noqa: BLE001 - the interrupt could not be sent: kill
+            stopped = False
+        if not stopped:
             await asyncio.to_thread(self.deadline.fire, "cell")
             raise _StoppedByGrader
         return reply

@@ -225,6 +225,16 @@ def test_a_check_that_will_not_stop_is_killed_and_the_rest_fail_fast(graded):
 
 
 @requires_bubblewrap
+def test_a_notebook_that_blinds_its_descriptors_frees_its_worker_within_the_bound(graded):
+    # zmq inside the kernel may notice and abort (crashed) or not (then it is killed).
+    result = graded["results"]["blinds_descriptors"]
+    assert result.duration_s <= graded["bound"], result.timings
+    assert result.status in (Status.CRASHED, Status.TIMEOUT), result.message
+    assert "while cell 2 ran" in result.message or result.message.startswith("Cell 2 ran past")
+    assert result.score == 0
+
+
+@requires_bubblewrap
 def test_a_slow_check_that_stops_when_interrupted_keeps_its_kernel(graded):
     result = graded["results"]["slow_function_at_check_time"]
     assert result.duration_s <= graded["bound"], result.timings
@@ -285,3 +295,36 @@ def test_mixed_batch_of_40_finishes_within_its_limits(tmp_path, toy):
             assert result.status is Status.TIMEOUT, (name, result.message)
             assert "did not stop when interrupted, so the grader stopped" in result.message
     assert elapsed <= limit, f"{elapsed:.0f} s for a batch whose limits allow {limit:.0f} s"
+
+
+def test_a_worker_stuck_in_the_grader_ends_and_the_batch_goes_on(tmp_path, toy, monkeypatch):
+    """The last resort, for a bug of the grader's own (a wait that killing the kernel does
+    not end): the stuck worker exits, its submission is retried once, then reported, and
+    every other submission is still graded."""
+    from grader import runner
+
+    real = runner.grade_submission
+
+    def stuck_on_one(path, assignment, options, student_id, **kwargs):
+        if student_id == "a_stuck":
+            threading.Event().wait()  # for ever
+        return real(path, assignment, options, student_id, **kwargs)
+
+    # The workers are forked from this process, so they see the patched module.
+    monkeypatch.setattr(runner, "grade_submission", stuck_on_one)
+    monkeypatch.setattr(runner, "time_bound_s", lambda *args: 0.0)
+    monkeypatch.setattr(runner, "STUCK_WORKER_ALLOWANCE_S", 0.5)
+    submissions = tmp_path / "subs"
+    submissions.mkdir()
+    for name in ("a_stuck", "b_empty", "c_empty"):
+        (submissions / f"{name}.ipynb").write_text("")
+    summary = run_batch(submissions, toy, tmp_path / "out",
+                        GradeOptions(sandbox="off", limits=LIMITS), workers=1,
+                        use_cache=False, progress=False)
+    results = {r.student_id: r for r in summary.results}
+    assert sorted(results) == ["a_stuck", "b_empty", "c_empty"]
+    assert results["a_stuck"].status is Status.GRADER_ERROR
+    assert "the grading worker died twice" in results["a_stuck"].message
+    for name in ("b_empty", "c_empty"):
+        assert results[name].status is Status.INVALID
+        assert "The file is empty" in results[name].message

@@ -203,11 +203,11 @@ class CappedNotebookClient(NotebookClient):
         """Whether the interrupted cell's own reply arrives within ``seconds``: the kernel
         stopped it. (nbclient answers the timeout itself and goes on to the next cell.)"""
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            try:
-                msg = await self.kc.shell_channel.get_msg(timeout=left)
+        while (left := end - time.monotonic()) > 0 and not self.deadline.fired:
+            try:  # in slices: the Deadline thread may have killed the kernel meanwhile
+                msg = await self.kc.shell_channel.get_msg(timeout=min(left, 0.5))
             except queue.Empty:
-                return False
+                continue
             if msg.get("parent_header", {}).get("msg_id") == self._awaiting:
                 return True
         return False
@@ -407,7 +407,7 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
                 max_score=_max_points(assignment, options), source_path=str(notebook_path),
                 graded_at=_now(), versions=versions())
     try:
-        raw = _read_bytes(notebook_path)
+        raw = read_submission_bytes(notebook_path)
         base["submission_sha256"] = hashlib.sha256(raw).hexdigest()
         base["cache_key"] = cache_key(raw, assignment)
         notebook, notes = read_notebook(raw)
@@ -433,10 +433,6 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
     result = asyncio.run(run)
     message = " ".join([result.message, *notes]).strip()
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
-
-
-def _read_bytes(path: Path) -> bytes:
-    return read_submission_bytes(path)
 
 
 def read_submission_bytes(path: Path) -> bytes:
@@ -718,8 +714,9 @@ def time_bound_s(assignment: Assignment, options: GradeOptions) -> float:
     """The longest a worker is busy with one submission of ``assignment``, whatever the
     notebook does: ``notebook_timeout_s`` + :func:`checks_budget_s` + 30 s. The 30 s hold
     the hard limits' margin past the soft ones, the kill, the clean-up and the kernel's
-    start (a kernel that does not start at all is given up after 60 s, before any of the
-    notebook runs)."""
+    start. Not counted, as no notebook has a say in them: once per worker, the start of
+    its zygote (prepared kernels import TensorFlow once), and a kernel that never starts
+    (given up after 60 s, before any of the notebook runs)."""
     limits = options.limits or assignment.limits
     return limits.notebook_timeout_s + checks_budget_s(assignment, options) + TIME_BOUND_SLACK_S
 

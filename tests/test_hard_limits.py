@@ -185,7 +185,10 @@ def graded(request, tmp_path_factory):
     submissions.mkdir()
     for notebook in HOSTILE.glob("*.ipynb"):
         shutil.copy(notebook, submissions / notebook.name)
-    shutil.copy(REFERENCE, submissions / "good.ipynb")
+    # Graded first (their names sort first), one on each worker: they wait for the workers'
+    # zygotes to start, which the bound does not count (see time_bound_s).
+    shutil.copy(REFERENCE, submissions / "0_good.ipynb")
+    shutil.copy(REFERENCE, submissions / "0_good_too.ipynb")
     server = _special_files(submissions)
     options = GradeOptions(sandbox="required", limits=LIMITS, warm_kernels=True,
                            kernel_provider=request.param)
@@ -248,9 +251,10 @@ def test_a_slow_check_that_stops_when_interrupted_keeps_its_kernel(graded):
 
 
 @requires_bubblewrap
-def test_good_notebook_beside_them_gets_full_marks(graded):
-    result = graded["results"]["good"]
-    assert (result.status, result.score, result.max_score) == (Status.OK, 5, 5)
+def test_good_notebooks_beside_them_get_full_marks(graded):
+    for name in ("0_good", "0_good_too"):
+        result = graded["results"][name]
+        assert (result.status, result.score, result.max_score) == (Status.OK, 5, 5)
 
 
 @requires_bubblewrap

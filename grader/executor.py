@@ -736,7 +736,7 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
             asyncio.run_coroutine_threadsafe(km.interrupt_kernel(), loop).result(timeout=10)
         except Exception:  # noqa: BLE001 - the kill below does not need it
             pass
-        if not _answers_within(kc, INTERRUPT_GRACE_S):
+        if not _answers_within(kc, INTERRUPT_GRACE_S, deadline):
             deadline.fire("check")
 
     def alive() -> bool:
@@ -760,14 +760,17 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         kc.stop_channels()
 
 
-def _answers_within(kc, seconds: float) -> bool:
+def _answers_within(kc, seconds: float, deadline: Deadline) -> bool:
     """Whether the kernel answers the probe it was running (its reply is the only one
     outstanding: the transport has read every earlier one) within ``seconds``."""
-    try:
-        kc.get_shell_msg(timeout=seconds)
-    except queue.Empty:
-        return False
-    return True
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0 and not deadline.fired:
+        try:  # in slices: the Deadline thread may have killed the kernel meanwhile
+            kc.get_shell_msg(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        return True
+    return False
 
 
 def _run_checks_within(items: list[Check], student: Student, expected, alive,

@@ -301,6 +301,23 @@ def test_mixed_batch_of_40_finishes_within_its_limits(tmp_path, toy):
     assert elapsed <= limit, f"{elapsed:.0f} s for a batch whose limits allow {limit:.0f} s"
 
 
+@requires_bubblewrap
+@pytest.mark.parametrize("name", ["ignores_sigint", STUCK_IN_A_CHECK])
+def test_the_deadline_thread_kills_when_the_interrupt_path_waits_too_long(tmp_path, toy,
+                                                                          monkeypatch, name):
+    """The interrupt path made useless (its grace far past every limit): the Deadline
+    thread alone still kills the kernel at the notebook's or the check's hard limit."""
+    from grader import executor
+
+    monkeypatch.setattr(executor, "INTERRUPT_GRACE_S", 1000.0)
+    options = GradeOptions(sandbox="required", limits=LIMITS, kernel_provider="fresh",
+                           scratch_root=tmp_path)
+    result = grade_submission(HOSTILE / f"{name}.ipynb", toy, options, name)
+    assert result.duration_s <= time_bound_s(toy, options), result.timings
+    assert result.status is Status.TIMEOUT
+    assert "did not stop when interrupted, so the grader stopped" in result.message
+
+
 def test_a_worker_stuck_in_the_grader_ends_and_the_batch_goes_on(tmp_path, toy, monkeypatch):
     """The last resort, for a bug of the grader's own (a wait that killing the kernel does
     not end): the stuck worker exits, its submission is retried once, then reported, and

@@ -283,11 +283,15 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                         attempts[submission.student_id] += 1
                         in_flight[future] = submission
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    broken = False
                     for future in done:
                         if isinstance(future.exception(), BrokenProcessPool):
-                            raise BrokenProcessPool(future.exception())  # retried below
+                            broken = True  # a worker died: what it held is retried below
+                            continue
                         submission = in_flight.pop(future)
                         finish(_outcome(future, submission, assignment, options), False)
+                    if broken:
+                        raise BrokenProcessPool("a grading worker died")
             except BrokenProcessPool:
                 for submission in in_flight.values():
                     if attempts[submission.student_id] < 2:

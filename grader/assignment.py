@@ -22,6 +22,7 @@ A course directory holds::
     [limits]
     cell_timeout_s = 120
     notebook_timeout_s = 300
+    checks_timeout_s = 600             # all checks together (default: the sum of their timeouts)
     memory_mb = 4096
     [questions]
     q1 = "Build the model"
@@ -56,6 +57,9 @@ class Limits:
     max_processes: int = 256
     max_file_mb: int = 256
     max_output_kb: int = 256  # per notebook, kept in the executed copy and the feedback
+    # The checks' budget: wall-clock seconds all checks of one submission take together.
+    # None: the sum of the checks' own timeouts (see grader.executor.checks_budget_s).
+    checks_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ class Check:
     function: CheckFunction
     description: str = ""  # one line: what it verifies (the docstring's first line)
     hint: str = ""  # shown for hidden checks, whose messages stay generic
-    timeout: float = 60.0  # seconds for the kernel to answer each probe of this check
+    # Wall-clock seconds for the whole check (each probe, and the check in all: the
+    # executor interrupts, then kills the kernel past it; see grader.executor)
+    timeout: float = 60.0
 
     @property
     def question(self) -> str:

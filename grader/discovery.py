@@ -98,7 +98,9 @@ def discover(root: Path, unpack_dir: Path) -> list[Submission]:
             continue
         if entry.is_file() and entry.suffix == ".zip":
             found += discover(_unzip(entry, unpack_dir / safe_id(entry.stem)), unpack_dir)
-        elif entry.suffix == ".ipynb" and (entry.is_file() or entry.is_symlink()):
+        elif entry.suffix == ".ipynb" and (entry.is_symlink() or not entry.is_dir()):
+            # A FIFO, socket or device named .ipynb too: grading reports it as invalid
+            # (it is opened non-blocking and refused), never silently left out.
             match = CANVAS.match(entry.stem)
             student = f"{match['name']}_{match['user']}" if match else entry.stem
             found.append(Submission(safe_id(student), entry, source=entry, name=_nfc(student)))

@@ -13,6 +13,15 @@ errors allowed so later questions still score, ``input()`` answered at once with
 an error (the kernel gets no stdin), and outputs capped in size. The checks then
 probe the live kernel (:mod:`grader.probe`); whatever the kernel prints while
 they run is dropped.
+
+Time limits are kept by killing, not by asking. A cell or a check that runs past its
+limit is interrupted (a message the notebook can ignore) and given
+:data:`INTERRUPT_GRACE_S` to stop; if it does not, its kernel's whole process tree is
+killed and everything after it fails fast. Behind that, a :class:`~grader.sandbox.Deadline`
+thread kills the tree at the notebook's limit, each check's, and the submission's total
+(``notebook_timeout_s`` + the checks' budget, :func:`checks_budget_s`), a little after the
+soft limit and whatever the kernel or the event loop does. So no worker is busy with one
+submission for longer than :func:`time_bound_s`.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import hashlib
 import json
 import multiprocessing.util
 import os
+import queue
 import re
+import stat
 import shutil
 import subprocess
 import sys
@@ -44,15 +55,25 @@ from nbformat.warnings import MissingIDFieldWarning
 
 from . import __version__, data, fresh_inputs, kernels
 from .assignment import Assignment, Limits
-from .checks import run_checks
+from .checks import Check, run_checks
 from .clean_kernel import CleanKernels
 from .errors import DataUnavailable, InvalidSubmission
 from .probe import KernelTransport, Student, install_responder
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
-from .sandbox import SandboxSpec, Watchdog, kill_tree, resolve_mode
+from .sandbox import Deadline, SandboxSpec, Watchdog, kill_tree, resolve_mode
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MAX_SUBMISSION_FOLDER_BYTES = 50 * 2**20
+# A cell or probe past its time limit is interrupted, then given this long to stop
+# before its kernel's whole tree is killed (an interrupt is a message: code looping
+# inside C, ignoring SIGINT or with its I/O sabotaged never acts on it).
+INTERRUPT_GRACE_S = 5.0
+# The Deadline thread's hard limits pass this long after the soft ones, so that the
+# interrupt-and-grace path, which can say which cell or check it was, normally acts first.
+HARD_LIMIT_MARGIN_S = INTERRUPT_GRACE_S + 3.0
+# What one submission may cost a worker beyond its notebook time and its checks' budget:
+# the hard margin, the kernel's start and the kill and clean-up (see time_bound_s).
+TIME_BOUND_SLACK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -162,8 +183,13 @@ class SandboxedKernelManager(AsyncKernelManager):
             os.close(fd)
 
 
+class _StoppedByGrader(Exception):
+    """A cell ran past its time limit and did not stop when interrupted: its kernel was killed."""
+
+
 class CappedNotebookClient(NotebookClient):
-    """nbclient with a cap on how much output a notebook may keep."""
+    """nbclient with a cap on how much output a notebook may keep, and a cell time limit
+    that holds: past it the kernel is interrupted, and killed if it does not stop."""
 
     def __init__(self, *args, max_output_bytes: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -171,11 +197,40 @@ class CappedNotebookClient(NotebookClient):
         self.output_bytes = 0
         self.truncated_cells: set[int] = set()
         self.timed_out: set[int] = set()  # id() of cells whose time limit fired
+        self.deadline: Deadline | None = None  # kills the kernel's tree (set once it runs)
+        self._awaiting: str | None = None  # the msg_id of the cell being executed
+
+    async def _async_poll_for_reply(self, msg_id, *args, **kwargs):
+        self._awaiting = msg_id
+        return await super()._async_poll_for_reply(msg_id, *args, **kwargs)
 
     async def _async_handle_timeout(self, timeout, cell=None):
         if cell is not None:
             self.timed_out.add(id(cell))
-        return await super()._async_handle_timeout(timeout, cell)
+        if self.deadline is None:
+            return await super()._async_handle_timeout(timeout, cell)
+        try:
+            reply = await super()._async_handle_timeout(timeout, cell)  # sends the interrupt
+            stopped = await self._answered(INTERRUPT_GRACE_S)
+        except Exception:  # noqa: BLE001 - the interrupt could not be sent: kill
+            stopped = False
+        if not stopped:
+            await asyncio.to_thread(self.deadline.fire, "cell")
+            raise _StoppedByGrader
+        return reply
+
+    async def _answered(self, seconds: float) -> bool:
+        """Whether the interrupted cell's own reply arrives within ``seconds``: the kernel
+        stopped it. (nbclient answers the timeout itself and goes on to the next cell.)"""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not self.deadline.fired:
+            try:  # in slices: the Deadline thread may have killed the kernel meanwhile
+                msg = await self.kc.shell_channel.get_msg(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") == self._awaiting:
+                return True
+        return False
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(json.dumps(msg.get("content", {}), default=str))
@@ -374,7 +429,7 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
                 max_score=_max_points(assignment, options), source_path=str(notebook_path),
                 graded_at=_now(), versions=versions())
     try:
-        raw = _read_bytes(notebook_path)
+        raw = read_submission_bytes(notebook_path)
         base["submission_sha256"] = hashlib.sha256(raw).hexdigest()
         base["cache_key"] = cache_key(raw, assignment)
         notebook, notes = read_notebook(raw)
@@ -402,13 +457,36 @@ def grade_submission(notebook_path: Path, assignment: Assignment, options: Grade
     return replace(result, message=message, duration_s=round(time.perf_counter() - started, 3))
 
 
-def _read_bytes(path: Path) -> bytes:
-    if path.is_symlink():
+def read_submission_bytes(path: Path) -> bytes:
+    """The bytes of a submitted notebook file, never blocking and never following a link:
+    a FIFO, socket, device or folder named ``.ipynb`` is refused with a message for the
+    student (opening a FIFO without O_NONBLOCK waits for a writer for ever)."""
+    try:
+        _refuse_unless_regular(os.lstat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise InvalidSubmission("No notebook file was found for this submission.") from None
+    except OSError as error:
+        raise InvalidSubmission(f"The notebook file could not be opened ({error.strerror}). "
+                                "Upload the .ipynb file itself.") from None
+    with os.fdopen(fd, "rb") as handle:
+        _refuse_unless_regular(os.fstat(fd).st_mode)  # what was opened, if it changed since
+        return handle.read()
+
+
+def _refuse_unless_regular(mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISLNK(mode):
         raise InvalidSubmission("The submission is a symbolic link, not a notebook file. "
                                 "Upload the .ipynb file itself.")
-    if not path.is_file():
-        raise InvalidSubmission("No notebook file was found for this submission.")
-    return path.read_bytes()
+    what = ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device or special file")
+    raise InvalidSubmission(_NOT_A_FILE.format(what=what))
+
+
+_NOT_A_FILE = ("The submission named .ipynb is {what}, not a notebook file, so it cannot be "
+               "graded. Upload the .ipynb file Jupyter saves (File > Download as > Notebook).")
 
 
 def cache_key(raw: bytes, assignment: Assignment) -> str:
@@ -492,13 +570,15 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     )
     cells: list[CellRun] = []
     status, message = Status.OK, ""
-    watchdog = None
+    watchdog = deadline = None
+    fired = None
     checks: list[CheckResult] = []
     try:
         if not kernel.was_spare:
             await kernel.launch()
         watchdog = Watchdog(km.provisioner.process.pid, limits.memory_mb, limits.max_processes)
         watchdog.start()
+        deadline = client.deadline = Deadline(km.provisioner.process.pid)
         await client.async_start_new_kernel_client()
         # The probe's handler goes in before any cell runs: see grader.probe.
         probe_token = await install_responder(client.kc)
@@ -506,13 +586,23 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         if options.warm_kernels:  # the next submission's kernel boots while this one runs
             await _Spare.prepare(setup)
         t1 = time.perf_counter()
+        budget = checks_budget_s(assignment, options)
+        # The hard limits, from the first cell on: the notebook's, and the whole
+        # submission's (the bound time_bound_s promises); each check arms its own.
+        deadline.arm("total", limits.notebook_timeout_s + budget + HARD_LIMIT_MARGIN_S)
+        deadline.arm("notebook", limits.notebook_timeout_s + HARD_LIMIT_MARGIN_S)
         status, message = await _run_cells(client, limits, cells, watchdog)
+        deadline.clear("notebook")
         timings["cells"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
+        alive = deadline.fired is None and await km.is_alive() and \
+            not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir, probe_token,
-                                               context, setup)
+            checks, stopped = await _run_checks_against(km, assignment, options, io_dir,
+                                                        probe_token, deadline, budget,
+                                                        context, setup)
+            if stopped:  # the checks ran out of time: say so, after what the cells said
+                status, message = Status.TIMEOUT, " ".join(filter(None, [message, stopped]))
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -522,14 +612,22 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     except Exception as error:  # noqa: BLE001 - a harness fault must not sink the batch
         if watchdog and watchdog.usage.killed_for:
             status = Status.MEMORY
-        elif status is Status.OK:
+        elif status is Status.OK and not (deadline and deadline.fired):
             status, message = Status.GRADER_ERROR, f"{type(error).__name__}: {error}"
     finally:
         t3 = time.perf_counter()
+        fired = deadline.stop() if deadline else None
         await _shutdown(client, km)
         usage = watchdog.stop() if watchdog else None
         kernel.remove()
         timings["shutdown"] = time.perf_counter() - t3
+    if fired and not (usage and usage.killed_for) and status is not Status.TIMEOUT:
+        # Killed on a time limit where no cell or check could say so (between them, say).
+        total = limits.notebook_timeout_s + checks_budget_s(assignment, options)
+        status, message = Status.TIMEOUT, (
+            f"Your notebook and its checks passed their time limit of {total:.0f} s and did not "
+            f"stop when interrupted, so the grader stopped them{_while_running(cells)}. "
+            f"{Status.TIMEOUT.explanation}")
     if usage and usage.killed_for:
         status = Status.MEMORY
         limit = (f"{limits.memory_mb} MB of memory" if usage.killed_for == "memory"
@@ -572,10 +670,26 @@ async def _run_cells(client: CappedNotebookClient, limits, cells: list[CellRun],
         try:
             await client.async_execute_cell(cell, index,
                                             execution_count=client.code_cells_executed + 1)
-        except DeadKernelError:
-            cells.append(CellRun(index=index, duration_s=round(time.perf_counter() - started, 3),
-                                 error="The kernel died while this cell ran"))
-            raise
+        except (_StoppedByGrader, DeadKernelError) as error:
+            duration = round(time.perf_counter() - started, 3)
+            killed = client.deadline is not None and client.deadline.fired
+            if not killed:
+                cells.append(CellRun(index=index, duration_s=duration,
+                                     error="The kernel died while this cell ran"))
+                raise
+            cells.append(CellRun(index=index, duration_s=duration, timed_out=True,
+                                 error="the cell ran past its time limit and did not stop "
+                                       "when interrupted"))
+            if isinstance(error, _StoppedByGrader):
+                what = f"Cell {index + 1} ran past its time limit of {client.timeout} s"
+            else:
+                what = (f"Your notebook passed its time limit of "
+                        f"{limits.notebook_timeout_s:.0f} s while cell {index + 1} ran")
+            return Status.TIMEOUT, (
+                f"{what} and did not stop when interrupted, so the grader stopped it; later "
+                "cells and the checks could not run. Code that loops inside a library call "
+                "(a regular expression, say), ignores interrupts or blocks the notebook's "
+                f"output can only be stopped this way. {Status.TIMEOUT.explanation}")
         run = _cell_run(cell, index, time.perf_counter() - started,
                         timed_out=id(cell) in client.timed_out)
         cells.append(run)
@@ -616,19 +730,51 @@ def _student_traceback(lines: list[str]) -> str:
     return text if len(text) <= 4000 else "...(truncated)\n" + text[-4000:]
 
 
-async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path, probe_token: tuple[str | None, str],
+def checks_budget_s(assignment: Assignment, options: GradeOptions) -> float:
+    """The checks' budget: the wall-clock seconds all checks of one submission may take
+    together. ``checks_timeout_s`` in ``[limits]`` when set, else the sum of the timeouts
+    of the checks that run (each check's ``timeout`` bounds the check as a whole)."""
+    limits = options.limits or assignment.limits
+    if limits.checks_timeout_s is not None:
+        return float(limits.checks_timeout_s)
+    return float(sum(c.timeout for c in assignment.checks(public_only=options.public_only)))
+
+
+def time_bound_s(assignment: Assignment, options: GradeOptions) -> float:
+    """The longest a worker is busy with one submission of ``assignment``, whatever the
+    notebook does: ``notebook_timeout_s`` + :func:`checks_budget_s` + 30 s. The 30 s hold
+    the hard limits' margin past the soft ones, the kill, the clean-up and the kernel's
+    start. Not counted, as no notebook has a say in them: once per worker, the start of
+    its zygote (prepared kernels import TensorFlow once), and a kernel that never starts
+    (given up after 60 s, before any of the notebook runs)."""
+    limits = options.limits or assignment.limits
+    return limits.notebook_timeout_s + checks_budget_s(assignment, options) + TIME_BOUND_SLACK_S
+
+
+async def _run_checks_against(km, assignment: Assignment, options: GradeOptions, io_dir: Path,
+                              probe_token: tuple[str | None, str], deadline: Deadline,
+                              budget: float,
                               context: fresh_inputs.GradingContext | None = None,
-                              setup: _KernelSetup | None = None) -> list[CheckResult]:
+                              setup: _KernelSetup | None = None
+                              ) -> tuple[list[CheckResult], str]:
+    """The checks' results, and what to tell the student if the checks ran out of time."""
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
     loop = asyncio.get_running_loop()
 
     def interrupt() -> None:
-        asyncio.run_coroutine_threadsafe(km.interrupt_kernel(), loop).result(timeout=10)
+        """A probe ran past its time: interrupt the kernel; kill it if it does not stop."""
+        try:
+            asyncio.run_coroutine_threadsafe(km.interrupt_kernel(), loop).result(timeout=10)
+        except Exception:  # noqa: BLE001 - the kill below does not need it
+            pass
+        if not _answers_within(kc, INTERRUPT_GRACE_S, deadline):
+            deadline.fire("check")
 
     def alive() -> bool:
+        if deadline.fired:
+            return False
         return asyncio.run_coroutine_threadsafe(km.is_alive(), loop).result(timeout=10)
 
     # Answer folders are made in the io folder, which the kernel can write: the grader
@@ -650,12 +796,62 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
             if options.calibrating:
                 expected = expected.calibrating()
         items = assignment.checks(public_only=options.public_only)
-        return await asyncio.to_thread(run_checks, items, student, expected, alive)
+        return await asyncio.to_thread(_run_checks_within, items, student, expected, alive,
+                                       deadline, budget)
     finally:
         student.close()
         kc.stop_channels()
         if clean is not None:
             await clean.close()
+
+
+def _answers_within(kc, seconds: float, deadline: Deadline) -> bool:
+    """Whether the kernel answers the probe it was running (its reply is the only one
+    outstanding: the transport has read every earlier one) within ``seconds``."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0 and not deadline.fired:
+        try:  # in slices: the Deadline thread may have killed the kernel meanwhile
+            kc.get_shell_msg(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        return True
+    return False
+
+
+def _run_checks_within(items: list[Check], student: Student, expected, alive,
+                       deadline: Deadline, budget: float) -> tuple[list[CheckResult], str]:
+    """:func:`~grader.checks.run_checks`, one check at a time, each within its own timeout
+    and all within the checks' budget (and what is left of the submission's total). Each
+    check's limit is soft in its probes (interrupt, grace, kill) and hard in ``deadline``."""
+    ends = time.monotonic() + budget
+    total_left = deadline.remaining("total")
+    if total_left is not None:
+        ends = min(ends, time.monotonic() + total_left - HARD_LIMIT_MARGIN_S)
+    results: list[CheckResult] = []
+    stopped, skipped = "", 0
+    for item in items:
+        left = ends - time.monotonic()
+        if left < 1 and not deadline.fired:
+            skipped += 1
+            results.append(_not_run_check(item, f"Not run: the checks' time limit of "
+                                                f"{budget:.0f} s ran out before its turn."))
+            continue
+        timed = replace(item, timeout=min(item.timeout, left))
+        deadline.arm("check", timed.timeout + HARD_LIMIT_MARGIN_S)
+        try:
+            results += run_checks([timed], student, expected, alive)
+        finally:
+            deadline.clear("check")
+        if deadline.fired and not stopped:
+            stopped = (f"A check ({item.id}) ran past its time limit of {timed.timeout:.0f} s "
+                       "while it ran your code, which did not stop when interrupted, so the "
+                       "grader stopped your notebook; the checks after it could not run. "
+                       f"{Status.TIMEOUT.explanation}")
+    if skipped and not stopped:
+        stopped = (f"The checks ran out of their time limit of {budget:.0f} s before {skipped} "
+                   "of them ran: the functions they call answered too slowly. "
+                   f"{Status.TIMEOUT.explanation}")
+    return results, stopped
 
 
 async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:
@@ -691,10 +887,14 @@ def unscored_result(assignment: Assignment, options: GradeOptions, student_id: s
 
 
 def _not_run(assignment: Assignment, options: GradeOptions, message: str) -> tuple[CheckResult, ...]:
-    return tuple(
-        CheckResult(id=c.id, question=c.question, points=c.points, score=0.0, passed=False,
-                    hidden=c.hidden, message=message, description=c.description)
-        for c in assignment.checks(public_only=options.public_only))
+    return tuple(_not_run_check(c, message)
+                 for c in assignment.checks(public_only=options.public_only))
+
+
+def _not_run_check(item: Check, message: str) -> CheckResult:
+    return CheckResult(id=item.id, question=item.question, points=item.points, score=0.0,
+                       passed=False, hidden=item.hidden, message=message,
+                       description=item.description)
 
 
 def _max_points(assignment: Assignment, options: GradeOptions) -> float:

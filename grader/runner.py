@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -37,9 +38,19 @@ from . import __version__, devices
 from .assignment import Assignment, load_assignment
 from .data import cache_root
 from .discovery import Submission, discover
-from .executor import GradeOptions, _now, cache_key, grade_submission, unscored_result
+from .errors import InvalidSubmission
+from .executor import (GradeOptions, _now, cache_key, grade_submission, read_submission_bytes,
+                       time_bound_s, unscored_result)
+from .kernels import ZYGOTE_START_TIMEOUT_S
 from .gradebook import Gradebook
 from .results import Status, SubmissionResult
+
+# The executor frees a worker within time_bound_s whatever a notebook does. A worker still
+# busy this long past that bound is stuck in the grader itself: it exits, and the batch goes
+# on without it (see _grade_pending). Generous: a worker's first kernel may wait for its
+# zygote to start, which the bound does not count.
+STUCK_WORKER_ALLOWANCE_S = ZYGOTE_START_TIMEOUT_S + 60.0
+STUCK_WORKER_EXIT_CODE = 70
 
 GRADES_COLUMNS = ["student_id", "assignment", "score", "max_score", "status", "message",
                   "duration_s", "graded_at"]
@@ -89,8 +100,17 @@ def _grade_in_worker(course_root: str, assignment_name: str, options: GradeOptio
     assignment = load_assignment(assignment_name, Path(course_root))
     if submission.path is None:
         return _invalid(submission, assignment, options)
-    return grade_submission(submission.path, assignment, options, submission.student_id,
-                            with_folder=submission.folder)
+    # The last resort, for a bug of ours: a worker stuck on one submission ends itself
+    # (its kernels die with it), and the coordinator retries what it held.
+    stuck = threading.Timer(time_bound_s(assignment, options) + STUCK_WORKER_ALLOWANCE_S,
+                            os._exit, args=(STUCK_WORKER_EXIT_CODE,))
+    stuck.daemon = True
+    stuck.start()
+    try:
+        return grade_submission(submission.path, assignment, options, submission.student_id,
+                                with_folder=submission.folder)
+    finally:
+        stuck.cancel()
 
 
 def _invalid(submission: Submission, assignment: Assignment,
@@ -250,11 +270,14 @@ def run_batch(submissions: Path, assignment: Assignment, out_dir: Path, options:
     pending: list[Submission] = []
     for submission in found:
         hit = None
-        if submission.path is not None and submission.path.is_file() \
-                and not submission.path.is_symlink():
-            hit = store.cached(submission.student_id,
-                               cache_key(submission.path.read_bytes(), assignment),
-                               str(submission.path))
+        if submission.path is not None:
+            try:  # never blocks: a FIFO named .ipynb is refused here and reported by its worker
+                raw = read_submission_bytes(submission.path)
+            except InvalidSubmission:
+                raw = None
+            if raw is not None:
+                hit = store.cached(submission.student_id, cache_key(raw, assignment),
+                                   str(submission.path))
         if hit is not None:
             finish(hit, cached=True)
         else:
@@ -314,17 +337,25 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < workers:
-                        submission = queue.pop(0)
-                        attempts[submission.student_id] += 1
+                        submission = queue[0]
                         # A kernel started ahead is wasted when nothing is left to grade.
                         task_options = replace(kernel_options(),
-                                               warm_kernels=options.warm_kernels and bool(queue))
-                        in_flight[pool.submit(_grade_in_worker, course_root, assignment.name,
-                                              task_options, submission)] = submission
+                                               warm_kernels=options.warm_kernels and len(queue) > 1)
+                        future = pool.submit(_grade_in_worker, course_root, assignment.name,
+                                             task_options, submission)
+                        queue.pop(0)  # only once submitted: a broken pool refuses it (below)
+                        attempts[submission.student_id] += 1
+                        in_flight[future] = submission
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    broken = False
                     for future in done:
+                        if isinstance(future.exception(), BrokenProcessPool):
+                            broken = True  # a worker died: what it held is retried below
+                            continue
                         submission = in_flight.pop(future)
                         finish(_outcome(future, submission, assignment, options), False)
+                    if broken:
+                        raise BrokenProcessPool("a grading worker died")
             except BrokenProcessPool:
                 for submission in in_flight.values():
                     if attempts[submission.student_id] < 2:

@@ -255,6 +255,90 @@ class Watchdog(threading.Thread):
         return self.usage
 
 
+class Deadline(threading.Thread):
+    """Kills a process tree when a wall-clock limit passes, whatever the tree is doing.
+
+    The executor's time limits are soft first (an interrupt, a short grace) and hard here:
+    a thread of the grader's own that sleeps until the earliest armed limit and then
+    calls :func:`kill_tree`. It needs nothing from the kernel (no answer to an interrupt,
+    no working I/O, no Python code reached: a loop inside C or ignored signals change
+    nothing) and nothing from the event loop that talks to the kernel.
+
+    Limits are armed, moved and cleared by name (``arm("cell", 8.0)``); the first to
+    pass fires, once: :attr:`fired` holds its name (set before the kill, so whoever sees
+    the kernel die can ask why) and :attr:`killed` is set once the tree is gone.
+    :meth:`fire` kills at once, from any thread.
+    """
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True, name=f"deadline-{pid}")
+        self.pid = pid
+        self.fired: str | None = None
+        self.killed = threading.Event()
+        self._limits: dict[str, float] = {}
+        self._changed = threading.Condition()
+        self._stopped = False
+        self.start()
+
+    def arm(self, name: str, seconds: float) -> None:
+        """Kill the tree ``seconds`` from now unless :meth:`clear` comes first."""
+        with self._changed:
+            self._limits[name] = time.monotonic() + max(0.0, seconds)
+            self._changed.notify()
+
+    def clear(self, name: str) -> None:
+        with self._changed:
+            self._limits.pop(name, None)
+            self._changed.notify()
+
+    def remaining(self, name: str) -> float | None:
+        """Seconds until limit ``name`` passes (negative once it has); None if not armed."""
+        with self._changed:
+            at = self._limits.get(name)
+        return None if at is None else at - time.monotonic()
+
+    def fire(self, name: str) -> None:
+        """Kill the tree now, for the reason ``name`` (the first reason given is kept)."""
+        with self._changed:
+            first = self.fired is None
+            if first:
+                self.fired = name
+            self._changed.notify()
+        if first:
+            try:
+                kill_tree(self.pid)
+            finally:
+                self.killed.set()
+        else:
+            self.killed.wait(timeout=10)  # another thread is killing it: wait for the end
+
+    def run(self) -> None:
+        with self._changed:
+            while not self._stopped and self.fired is None:
+                if not self._limits:
+                    self._changed.wait()
+                    continue
+                name, at = min(self._limits.items(), key=lambda item: item[1])
+                left = at - time.monotonic()
+                if left > 0:
+                    self._changed.wait(left)
+                    continue
+                break
+            else:
+                return
+        self.fire(name)
+
+    def stop(self) -> str | None:
+        """Disarm everything and end the thread; return the name of the limit that fired."""
+        with self._changed:
+            self._stopped = True
+            self._limits.clear()
+            self._changed.notify()
+        if self is not threading.current_thread():
+            self.join(timeout=15)
+        return self.fired
+
+
 def kill_tree(pid: int) -> None:
     """Kill a process, its process group and every descendant. Safe to call twice."""
     try:

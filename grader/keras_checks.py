@@ -74,8 +74,33 @@ def describe(student):
 
 
 # -- reading a model description --------------------------------------------------------
+# What Q2's "relu activation" covers: ReLU and its leaky/capped variants, however spelt
+# (activation="relu", tf.nn.relu, layers.ReLU(), Activation("relu"), LeakyReLU()).
+RELU_FAMILY = {"relu", "relu6", "leaky_relu", "prelu"}
+EPSILON = 1e-7  # Keras' backend.epsilon(): how its cross-entropy clips probabilities
+
+
 def layer_classes(description):
     return [layer["class"] for layer in description["layers"] if layer["class"] != "InputLayer"]
+
+
+def is_flatten(layer):
+    """Flatten, or a Reshape to one axis per example: both turn an image into a vector."""
+    if layer["class"] == "Flatten":
+        return True
+    target = layer.get("target_shape")
+    return layer["class"] == "Reshape" and isinstance(target, (list, tuple)) and len(target) == 1
+
+
+def layer_listing(description):
+    """'[Flatten, Dense(relu), Dense(softmax)]': the flattened layers as a student reads them."""
+    names = []
+    for layer in description["layers"]:
+        if layer["class"] == "InputLayer":
+            continue
+        activation = layer.get("activation")
+        names.append(layer["class"] + (f"({activation})" if activation else ""))
+    return "[" + ", ".join(names) + "]"
 
 
 def output_shape(description):
@@ -92,8 +117,6 @@ def shape_text(shape):
 def output_activation(description):
     """The activation applied by the model's last layers: 'softmax', 'linear' or another name."""
     for layer in reversed(description["layers"]):
-        if layer["class"] == "Softmax":
-            return "softmax"
         activation = layer.get("activation")
         if activation is None:
             continue  # Dropout, Flatten, ... do not change the output's meaning
@@ -105,6 +128,79 @@ def output_activation(description):
 def loss_of(description):
     loss = description.get("loss") or {}
     return str(loss.get("name") or ""), bool(loss.get("from_logits"))
+
+
+def behaviour(description):
+    """What running ``build_model()``'s model measured, as float64 arrays: outputs on the
+    inputs a, b, a + b and zeros, integer labels, the compiled loss and metrics."""
+    found = description.get("behaviour") or {}
+    if "error" in found:
+        raise CheckFailed(f"The model `build_model()` returns could not be run on a batch of "
+                          f"inputs ({found['error']}). Q2: check that `build_model()` builds "
+                          "the model from `keras.Input(shape=...)` and that calling "
+                          "`build_model()(x)` works on a batch of images.")
+    measured = dict(found)
+    try:
+        measured["outputs"] = {key: np.asarray(value, dtype=np.float64)
+                               for key, value in (found.get("outputs") or {}).items()}
+        if "labels" in found:
+            measured["labels"] = np.asarray(found["labels"], dtype=np.int64)
+    except (TypeError, ValueError) as error:
+        raise CheckFailed("The model's outputs on a batch of inputs are not numbers "
+                          f"({error}). Q2: the model must return one score per class.") from None
+    return measured
+
+
+def outputs_are_probabilities(output):
+    """Rows of non-negative numbers that sum to 1: what a softmax output gives."""
+    return (output.ndim == 2 and bool(np.all(np.isfinite(output)))
+            and float(np.min(output)) >= -1e-6
+            and bool(np.allclose(output.sum(axis=1), 1.0, rtol=0, atol=1e-3)))
+
+
+def nonlinearity(outputs, probabilities):
+    """How far the model is from affine: |f(a+b) - f(a) - f(b) + f(0)| over the size of
+    f(a) - f(0), on the log-probabilities of a softmax output (which softmax turns into
+    an affine function of the logits, up to a per-row constant that is removed)."""
+    runs = {}
+    for key in ("a", "b", "a_plus_b", "zeros"):
+        value = outputs[key].reshape(len(outputs[key]), -1)
+        if probabilities:
+            value = np.log(np.clip(value, 1e-30, None))
+        runs[key] = value - value.mean(axis=1, keepdims=True)
+    residual = runs["a_plus_b"] - runs["a"] - runs["b"] + runs["zeros"]
+    scale = max(float(np.max(np.abs(runs["a"] - runs["zeros"]))),
+                float(np.max(np.abs(runs["b"] - runs["zeros"]))))
+    return float(np.max(np.abs(residual))) / (scale + 1e-12)
+
+
+def sparse_crossentropies(output, labels):
+    """The mean sparse categorical cross-entropy of integer ``labels`` against ``output``,
+    computed here the way Keras does: (treating output as probabilities, as logits)."""
+    rows = np.arange(len(labels))
+    clipped = np.clip(output, EPSILON, 1 - EPSILON)
+    as_probabilities = np.log(clipped.sum(axis=1)) - np.log(clipped[rows, labels])
+    top = output.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(output - top).sum(axis=1)) + top[:, 0]
+    as_logits = log_sum - output[rows, labels]
+    return float(np.mean(as_probabilities)), float(np.mean(as_logits))
+
+
+def loss_convention(description):
+    """'probabilities' or 'logits': which sparse cross-entropy the compiled loss computed on
+    the measured batch; None when it computed neither (or could not be measured)."""
+    if not description.get("compiled") or description.get("loss") is None:
+        return None
+    measured = behaviour(description)
+    output, value = measured.get("outputs", {}).get("a"), measured.get("loss")
+    if output is None or output.ndim != 2 or value is None or "labels" not in measured:
+        return None
+    as_probabilities, as_logits = sparse_crossentropies(output, measured["labels"])
+    if np.isclose(value, as_probabilities, rtol=1e-3, atol=1e-4):
+        return "probabilities"
+    if np.isclose(value, as_logits, rtol=1e-3, atol=1e-4):
+        return "logits"
+    return None
 
 
 # -- what the checks require ------------------------------------------------------------
@@ -157,8 +253,16 @@ def require_10_outputs(description, image_shape, *, flatten_hint: str):
             expected="(None, 10)", found=shape_text(found))
 
 
+SPARSE_CE_FIX = ("Q2 asks for a categorical cross-entropy for integer labels: "
+                 "`loss=\"sparse_categorical_crossentropy\"` or "
+                 "`keras.losses.SparseCategoricalCrossentropy(...)`.")
+
+
 def require_crossentropy_loss(description):
-    """The model is compiled with a categorical cross-entropy loss."""
+    """The compiled loss computes the sparse categorical cross-entropy of integer labels
+    (measured: the loss on a batch of the model's own outputs, compared with the value
+    computed here; a softmax/logits mismatch is the business of
+    :func:`require_activation_matches_loss`, not of this check)."""
     if not description.get("compiled") or description.get("loss") is None:
         raise CheckFailed(
             "The model `build_model()` returns is not compiled with a loss; expected "
@@ -166,29 +270,52 @@ def require_crossentropy_loss(description):
             "metrics=[\"accuracy\"])` before `return model`.",
             expected="a compiled model", found="no loss")
     name, _ = loss_of(description)
-    if "categorical_crossentropy" not in name.lower():
+    measured = behaviour(description)
+    if "loss_error" in measured:
         raise CheckFailed(
-            f"The model is compiled with loss `{name}`; expected a categorical cross-entropy "
-            "for 10 classes with integer labels: `\"sparse_categorical_crossentropy\"` or "
-            "`keras.losses.SparseCategoricalCrossentropy()`.",
+            f"The model is compiled with loss `{name}`, and computing it on a batch with "
+            f"integer labels 0-9 (as `y_train` holds) raised {measured['loss_error']}: "
+            f"`model.fit(x_train, y_train)` would fail the same way. {SPARSE_CE_FIX}"
+            + (" (`categorical_crossentropy` expects one-hot labels.)"
+               if "categorical" in name.lower() and "sparse" not in name.lower() else ""),
+            expected="sparse_categorical_crossentropy", found=name)
+    output = measured.get("outputs", {}).get("a")
+    if output is None or output.ndim != 2 or measured.get("loss") is None:
+        return  # nothing to measure (the output-shape check says why)
+    if loss_convention(description) is None:
+        as_probabilities, as_logits = sparse_crossentropies(output, measured["labels"])
+        raise CheckFailed(
+            f"The model is compiled with loss `{name}`, which gives {measured['loss']:.4g} on a "
+            f"batch with integer labels, where the sparse categorical cross-entropy of the "
+            f"same outputs is {as_probabilities:.4g} (outputs as probabilities) or "
+            f"{as_logits:.4g} (outputs as logits). {SPARSE_CE_FIX}",
             expected="sparse_categorical_crossentropy", found=name)
 
 
 def require_activation_matches_loss(description):
-    """Softmax output with from_logits=False, or a linear (logits) output with from_logits=True."""
+    """Softmax output with a loss on probabilities (from_logits=False), or logits with
+    from_logits=True. Measured: whether the outputs are probabilities (rows of
+    non-negative numbers summing to 1), and which cross-entropy the loss computed. A
+    model with no usable loss passes: :func:`require_crossentropy_loss` charges that."""
+    measured = behaviour(description)
+    output = measured.get("outputs", {}).get("a")
+    convention = loss_convention(description)
+    if output is None or output.ndim != 2 or convention is None:
+        return
+    probabilities = outputs_are_probabilities(output)
     activation = output_activation(description)
-    _, from_logits = loss_of(description)
-    if activation == "softmax" and not from_logits:
+    if probabilities and convention == "probabilities":
         return
-    if activation == "linear" and from_logits:
+    if not probabilities and convention == "logits":
         return
-    if activation == "softmax":
+    if probabilities:
         raise CheckFailed(
-            "The output layer applies softmax and the loss is built with from_logits=True, so "
-            "softmax is applied twice and the model learns slowly. Either drop the output "
-            "activation (logits) or build the loss with from_logits=False.",
+            "The model outputs probabilities (each row of its outputs sums to 1: a softmax "
+            "output) and the loss is built with from_logits=True, so softmax is applied twice "
+            "and the model learns slowly. Either drop the output activation (logits) or "
+            "build the loss with from_logits=False.",
             expected=BOTH_CONVENTIONS, found="softmax with from_logits=True")
-    if activation == "linear":
+    if activation in (None, "linear"):
         raise CheckFailed(
             "The output layer has no activation (it outputs logits) but the loss treats the "
             "outputs as probabilities (from_logits=False). Build the loss with "
@@ -196,13 +323,53 @@ def require_activation_matches_loss(description):
             "`activation=\"softmax\"` on the output layer.",
             expected=BOTH_CONVENTIONS, found="logits with from_logits=False")
     raise CheckFailed(
-        f"The output layer uses activation `{activation}`; expected `softmax` (10 class "
+        f"The output layer uses activation `{activation}`, whose outputs are not "
+        "probabilities (the rows do not sum to 1); expected `softmax` (10 class "
         "probabilities), or no activation (logits) with a loss built with from_logits=True.",
         expected="softmax, or logits with from_logits=True", found=str(activation))
 
 
+def require_adam_and_accuracy(description):
+    """Compiled with Adam and an accuracy metric that measures accuracy on integer labels
+    (measured: the compiled metrics on a batch, against the arg-max accuracy computed
+    here). Collects both problems before reporting."""
+    if not description.get("compiled"):
+        raise CheckFailed(
+            "The model `build_model()` returns is not compiled; expected "
+            "`model.compile(optimizer=\"adam\", loss=\"sparse_categorical_crossentropy\", "
+            "metrics=[\"accuracy\"])` before `return model`.",
+            expected="a compiled model", found="not compiled")
+    problems = []
+    optimizer = description.get("optimizer")
+    if optimizer != "Adam":
+        problems.append(f"the optimizer is {optimizer}; Q2 asks for Adam "
+                        "(`optimizer=\"adam\"` or `keras.optimizers.Adam(...)`)")
+    measured = behaviour(description)
+    output = measured.get("outputs", {}).get("a")
+    if "metrics_error" in measured:
+        problems.append(f"computing the compiled metrics on integer labels raised "
+                        f"{measured['metrics_error']}; Q2 asks for `metrics=[\"accuracy\"]`")
+    elif output is not None and output.ndim == 2 and "labels" in measured:
+        accuracy = float(np.mean(np.argmax(output, axis=1) == measured["labels"]))
+        metrics = measured.get("metrics") or {}
+        if not any(np.isclose(value, accuracy, atol=1e-6) for key, value in metrics.items()
+                   if "acc" in key.lower()):
+            found = ", ".join(sorted(metrics)) or "none"
+            problems.append(
+                f"its metrics ({found}) measure no accuracy of integer labels: Q2 asks for "
+                "`metrics=[\"accuracy\"]` in `model.compile` (the notebook's "
+                "`test_loss, test_accuracy = model.evaluate(...)` needs it)")
+    if problems:
+        raise CheckFailed("The model `build_model()` returns is compiled, but "
+                          + "; and ".join(problems) + ".",
+                          expected="optimizer Adam, metrics=[\"accuracy\"]",
+                          found=f"optimizer {optimizer}")
+
+
 def require_model_scores_images(student, image_shape):
-    """The global `model` maps a batch of ``image_shape`` images to 10 finite scores each."""
+    """The global `model` maps a batch of ``image_shape`` images to 10 finite scores each.
+    A model whose scores have the shape ``build_model()``'s model has passes: that mistake
+    is Q2's (``q2.output_shape``), not charged again here."""
     if not student.has("model"):
         raise CheckFailed("No variable `model` in your notebook. Q3 asks for "
                           "`model = build_model()` trained with `model.fit`; run every cell "
@@ -212,11 +379,75 @@ def require_model_scores_images(student, image_shape):
     images[2, 7:21, 13:15] = 1.0  # a white vertical stroke, roughly a "1"
     what = f"model.predict(3 images of shape {image_shape})"
     scores = student.evaluate("result = ns['model'].predict(x, verbose=0)", x=images, what=what)
+    scores = np.asarray(scores)
+    if scores.shape != (3, CLASSES):
+        built = None
+        try:
+            built = output_shape(describe(student))
+        except CheckFailed:
+            pass
+        if built is not None and list(scores.shape[1:]) == list(built[1:]):
+            return  # the output layer of Q2's build_model(): q2.output_shape charges it
     scores = assert_shape(scores, (3, CLASSES), what=what,
                           fix="The model must return one score per digit 0-9 for each image.")
     if not np.all(np.isfinite(scores)):
         raise CheckFailed(f"`{what}` contains NaN or infinite scores; expected finite numbers. "
                           "Check that training did not diverge (scale the pixels to [0, 1]).")
+
+
+TRAINED_ON = """
+import hashlib
+import numpy as np
+def _rows(a):
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+    return {hashlib.sha1(row.tobytes()).hexdigest() for row in a.reshape(len(a), -1)}
+x_train, x_test = ns["x_train"], ns["x_test"]
+model = ns["model"]
+result = {
+    "shared_images": len(_rows(x_train) & _rows(x_test)),
+    "train_predictions": np.argmax(model.predict(np.asarray(x_train)[:n], verbose=0), axis=1),
+    "test_predictions": np.argmax(model.predict(np.asarray(x_test)[:n], verbose=0), axis=1),
+    "y_train": np.asarray(ns["y_train"])[:n], "y_test": np.asarray(ns["y_test"])[:n],
+}
+"""
+# A model fitted on x_test classifies the images it saw clearly better than x_train's,
+# which it never saw; a model fitted on x_train does the opposite (measured on the
+# reference: test about 0.02-0.04 below train). A margin well above seed-to-seed noise.
+MEMORISED_MARGIN = 0.04
+
+
+def require_trained_on_training_images(student):
+    """`model` was fitted on `x_train`, not on the test images: x_train holds no image of
+    x_test, and `model` does not classify x_test clearly better than x_train."""
+    names = student.names()
+    missing = [name for name in ("model", "x_train", "x_test", "y_train", "y_test")
+               if name not in names]
+    if missing:
+        raise CheckFailed(f"No variable(s) {', '.join(missing)} in your notebook; Q3 trains "
+                          "`model` on `x_train` and evaluates it on `x_test`.")
+    found = student.evaluate(TRAINED_ON, n=1000, what="model.predict(x_train[:1000] and x_test)")
+    shared = int(found["shared_images"])
+    if shared:
+        raise CheckFailed(
+            f"`x_train` contains {shared} of the images in `x_test`: the test images must "
+            "stay out of training, or the test accuracy says nothing about new images. Q3: "
+            "fit the model on `x_train` only (Q1 must not add test images to it).",
+            expected="no test image in x_train", found=f"{shared} shared images")
+    accuracies = {}
+    for part in ("train", "test"):
+        predictions = np.asarray(found[f"{part}_predictions"]).reshape(-1)
+        labels = np.asarray(found[f"y_{part}"]).reshape(-1)
+        if len(labels) == 0 or predictions.shape != labels.shape:
+            return  # no usable labels: other checks report the data
+        accuracies[part] = float(np.mean(predictions == labels))
+    if accuracies["test"] > accuracies["train"] + MEMORISED_MARGIN:
+        raise CheckFailed(
+            f"`model` classifies `x_test` with accuracy {accuracies['test']:.3f} but "
+            f"`x_train` with only {accuracies['train']:.3f}: it looks trained on the test "
+            "images. Q3: call `model.fit(x_train, y_train, ...)`; keep x_test for "
+            "`model.evaluate` only (it may be passed as validation_data).",
+            expected="accuracy on x_test not above accuracy on x_train",
+            found=f"test {accuracies['test']:.3f}, train {accuracies['train']:.3f}")
 
 
 def holdout_accuracy(student, expected, images):

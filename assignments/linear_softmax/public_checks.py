@@ -112,6 +112,81 @@ def check_train_step_updates_in_place(student, expected):
                     rtol=0, atol=1e-7, fix="With X = 0 the gradient for W is 0: W must not move.")
 
 
+TAPE_CODE = """
+import tensorflow as tf
+calls = []
+original = ns["cross_entropy"]
+def scaled_cross_entropy(Y_true, Y_pred):
+    calls.append(1)
+    return scale * original(Y_true, Y_pred)
+# the namespace train_step looks its names up in (the notebook's, unless it was defined
+# elsewhere and only imported)
+spaces = [ns, getattr(ns["train_step"], "__globals__", ns)]
+saved = [space.get("cross_entropy") for space in spaces]
+for space in spaces:
+    space["cross_entropy"] = scaled_cross_entropy
+try:
+    W = tf.Variable(W0)
+    b = tf.Variable(b0)
+    ns["train_step"](X, Y, W, b, learning_rate)
+finally:
+    for space, value in reversed(list(zip(spaces, saved))):
+        space["cross_entropy"] = value
+result = {"calls": len(calls), "W": W.numpy(), "b": b.numpy()}
+"""
+TAPE_SCALE = 3.0
+
+
+@check("q5.gradients_from_tape", points=1)
+def check_gradients_from_tape(student, expected):
+    """train_step follows the gradient of the loss it computes (tf.GradientTape), not a
+    formula derived by hand: with `cross_entropy` replaced by 3 * cross_entropy for one
+    call, the step must be 3 times larger."""
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0.0, 1.0, (6, 784)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    Y = np.eye(10, dtype=np.float32)[labels]
+    learning_rate = 0.1
+    out = student.evaluate(
+        TAPE_CODE, what="train_step(X, Y, W, b, 0.1) with cross_entropy scaled by 3",
+        X=X, Y=Y, W0=np.zeros((784, 10), dtype=np.float32), b0=np.zeros(10, dtype=np.float32),
+        learning_rate=learning_rate, scale=TAPE_SCALE)
+    if not out["calls"]:
+        raise CheckFailed(
+            "`train_step` never called your `cross_entropy`; Q5 asks to compute the loss "
+            "`cross_entropy(Y, forward(X, W, b))` inside a `tf.GradientTape` and to take its "
+            "gradients with `tape.gradient`.",
+            expected="train_step calls cross_entropy", found="no call")
+    # From W = 0, b = 0 every class has probability 1/10: the gradient of the mean
+    # cross-entropy is X^T (P - Y) / N for W and mean(P - Y) for b.
+    error = np.full_like(Y, 0.1) - Y
+    gradient_W, gradient_b = X.T @ error / len(X), error.mean(axis=0)
+    b_found = np.asarray(out["b"], dtype=np.float64)
+    W_found = np.asarray(out["W"], dtype=np.float64)
+    for scale in (TAPE_SCALE, 1.0):
+        if (np.allclose(b_found, -learning_rate * scale * gradient_b, rtol=1e-3, atol=1e-6)
+                and np.allclose(W_found, -learning_rate * scale * gradient_W, rtol=1e-3,
+                                atol=1e-6)):
+            break
+    else:
+        scale = None
+    if scale == TAPE_SCALE:
+        return
+    if scale == 1.0:
+        raise CheckFailed(
+            "With `cross_entropy` replaced by 3 * cross_entropy, `train_step` made the same "
+            "step as with the plain cross-entropy: its gradients do not come from the loss it "
+            "computes (a formula written by hand?). Q5 asks for the gradients of the loss from "
+            "`tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
+            expected="a step 3 times larger", found="the same step")
+    raise CheckFailed(
+        "With `cross_entropy` replaced by 3 * cross_entropy, `train_step` did not make a step "
+        "3 times larger than the gradient of the mean cross-entropy gives: Q5 asks to compute "
+        "`loss = cross_entropy(Y, forward(X, W, b))` inside `tf.GradientTape`, take "
+        "`tape.gradient(loss, [W, b])` and update with `assign_sub(learning_rate * gradient)`.",
+        expected="a step along 3 * the cross-entropy gradient", found="another step")
+
+
 @check("q6.parameters_defined", points=1)
 def check_parameters_defined(student, expected):
     """W and b are tf.Variables of shapes (784, 10) and (10,), and were trained."""
@@ -126,3 +201,49 @@ def check_parameters_defined(student, expected):
     if not np.any(W != 0):
         raise CheckFailed("`W` is still all zeros; expected trained weights. Run your training "
                           "loop (it must update W and b through train_step).")
+
+
+TRAINED_ON = """
+import hashlib
+import numpy as np
+def _rows(a):
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+    return {hashlib.sha1(row.tobytes()).hexdigest() for row in a.reshape(len(a), -1)}
+result = {"shared_images": len(_rows(ns["X_train"]) & _rows(ns["X_test"]))}
+for name in ("X_train", "y_train", "X_test", "y_test"):
+    result[name] = np.asarray(ns[name])[:1000]
+"""
+# A W, b fitted on X_test classify the images they saw clearly better than X_train's;
+# fitted on X_train, the held-out X_test comes out about as well or worse.
+MEMORISED_MARGIN = 0.04
+
+
+@check("q6.trained_on_training_images", points=1)
+def check_trained_on_training_images(student, expected):
+    """W and b were trained on X_train, not on the test images."""
+    found = student.evaluate(TRAINED_ON, what="X_train and X_test")
+    shared = int(found["shared_images"])
+    if shared:
+        raise CheckFailed(
+            f"`X_train` contains {shared} of the images in `X_test`: the test images must stay "
+            "out of training, or the test accuracy says nothing about new images. Q1 prepares "
+            "X_train from x_train only.",
+            expected="no test image in X_train", found=f"{shared} shared images")
+    W = np.asarray(student.get("W"), dtype=np.float64)
+    b = np.asarray(student.get("b"), dtype=np.float64)
+    if W.shape != (784, 10) or b.shape != (10,):
+        return  # q6.parameters_defined reports the shapes
+    accuracies = {}
+    for images, labels in (("X_train", "y_train"), ("X_test", "y_test")):
+        X = np.asarray(found[images], dtype=np.float64).reshape(-1, 784)
+        y = np.asarray(found[labels]).reshape(-1)
+        if len(X) != len(y) or not len(y):
+            return  # q1.data_prepared reports the data
+        accuracies[images] = float(np.mean(np.argmax(X @ W + b, axis=1) == y))
+    if accuracies["X_test"] > accuracies["X_train"] + MEMORISED_MARGIN:
+        raise CheckFailed(
+            f"Your W, b classify `X_test` with accuracy {accuracies['X_test']:.3f} but "
+            f"`X_train` with only {accuracies['X_train']:.3f}: they look trained on the test "
+            "images. Q6: call train_step on mini-batches of X_train and Y_train only.",
+            expected="accuracy on X_test not above accuracy on X_train",
+            found=f"test {accuracies['X_test']:.3f}, train {accuracies['X_train']:.3f}")

@@ -440,7 +440,8 @@ def require_trained_on_training_images(student):
         if len(labels) == 0 or predictions.shape != labels.shape:
             return  # no usable labels: other checks report the data
         accuracies[part] = float(np.mean(predictions == labels))
-    if accuracies["test"] > accuracies["train"] + MEMORISED_MARGIN:
+    # An untrained model (fit failed: another question's mistake) tells nothing about the data.
+    if accuracies["test"] >= 0.5 and accuracies["test"] > accuracies["train"] + MEMORISED_MARGIN:
         raise CheckFailed(
             f"`model` classifies `x_test` with accuracy {accuracies['test']:.3f} but "
             f"`x_train` with only {accuracies['train']:.3f}: it looks trained on the test "

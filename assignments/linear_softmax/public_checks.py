@@ -158,33 +158,29 @@ def check_gradients_from_tape(student, expected):
             "gradients with `tape.gradient`.",
             expected="train_step calls cross_entropy", found="no call")
     # From W = 0, b = 0 every class has probability 1/10: the gradient of the mean
-    # cross-entropy is X^T (P - Y) / N for W and mean(P - Y) for b.
+    # cross-entropy is X^T (P - Y) / N for W and mean(P - Y) for b. Each parameter that
+    # moved along that gradient says by how much: 3 times (the step follows the loss
+    # computed) or once (a formula that ignores it). Any other step is a mistake the
+    # value checks of Q5 charge, not this one.
     error = np.full_like(Y, 0.1) - Y
-    gradient_W, gradient_b = X.T @ error / len(X), error.mean(axis=0)
-    b_found = np.asarray(out["b"], dtype=np.float64)
-    W_found = np.asarray(out["W"], dtype=np.float64)
-    for scale in (TAPE_SCALE, 1.0):
-        if (np.allclose(b_found, -learning_rate * scale * gradient_b, rtol=1e-3, atol=1e-6)
-                and np.allclose(W_found, -learning_rate * scale * gradient_W, rtol=1e-3,
-                                atol=1e-6)):
-            break
-    else:
-        scale = None
-    if scale == TAPE_SCALE:
+    gradients = {"W": X.T @ error / len(X), "b": error.mean(axis=0)}
+    ratios = {}
+    for name, gradient in gradients.items():
+        step = -np.asarray(out[name], dtype=np.float64) / learning_rate
+        if step.shape != gradient.shape or not np.all(np.isfinite(step)):
+            continue
+        ratio = float(np.sum(step * gradient) / np.sum(gradient * gradient))
+        if np.allclose(step, ratio * gradient, rtol=1e-3, atol=1e-6):
+            ratios[name] = abs(ratio)
+    if any(np.isclose(ratio, TAPE_SCALE, rtol=1e-3) for ratio in ratios.values()):
         return
-    if scale == 1.0:
+    if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
         raise CheckFailed(
             "With `cross_entropy` replaced by 3 * cross_entropy, `train_step` made the same "
             "step as with the plain cross-entropy: its gradients do not come from the loss it "
             "computes (a formula written by hand?). Q5 asks for the gradients of the loss from "
             "`tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
             expected="a step 3 times larger", found="the same step")
-    raise CheckFailed(
-        "With `cross_entropy` replaced by 3 * cross_entropy, `train_step` did not make a step "
-        "3 times larger than the gradient of the mean cross-entropy gives: Q5 asks to compute "
-        "`loss = cross_entropy(Y, forward(X, W, b))` inside `tf.GradientTape`, take "
-        "`tape.gradient(loss, [W, b])` and update with `assign_sub(learning_rate * gradient)`.",
-        expected="a step along 3 * the cross-entropy gradient", found="another step")
 
 
 @check("q6.parameters_defined", points=1)
@@ -204,14 +200,8 @@ def check_parameters_defined(student, expected):
 
 
 TRAINED_ON = """
-import hashlib
 import numpy as np
-def _rows(a):
-    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-    return {hashlib.sha1(row.tobytes()).hexdigest() for row in a.reshape(len(a), -1)}
-result = {"shared_images": len(_rows(ns["X_train"]) & _rows(ns["X_test"]))}
-for name in ("X_train", "y_train", "X_test", "y_test"):
-    result[name] = np.asarray(ns[name])[:1000]
+result = {name: np.asarray(ns[name])[:1000] for name in ("X_train", "y_train", "X_test", "y_test")}
 """
 # A W, b fitted on X_test classify the images they saw clearly better than X_train's;
 # fitted on X_train, the held-out X_test comes out about as well or worse.
@@ -221,14 +211,8 @@ MEMORISED_MARGIN = 0.04
 @check("q6.trained_on_training_images", points=1)
 def check_trained_on_training_images(student, expected):
     """W and b were trained on X_train, not on the test images."""
-    found = student.evaluate(TRAINED_ON, what="X_train and X_test")
-    shared = int(found["shared_images"])
-    if shared:
-        raise CheckFailed(
-            f"`X_train` contains {shared} of the images in `X_test`: the test images must stay "
-            "out of training, or the test accuracy says nothing about new images. Q1 prepares "
-            "X_train from x_train only.",
-            expected="no test image in X_train", found=f"{shared} shared images")
+    # (X_train holding test images changes its shape: q1.data_prepared charges that.)
+    found = student.evaluate(TRAINED_ON, what="X_train, y_train, X_test and y_test")
     W = np.asarray(student.get("W"), dtype=np.float64)
     b = np.asarray(student.get("b"), dtype=np.float64)
     if W.shape != (784, 10) or b.shape != (10,):
@@ -240,7 +224,8 @@ def check_trained_on_training_images(student, expected):
         if len(X) != len(y) or not len(y):
             return  # q1.data_prepared reports the data
         accuracies[images] = float(np.mean(np.argmax(X @ W + b, axis=1) == y))
-    if accuracies["X_test"] > accuracies["X_train"] + MEMORISED_MARGIN:
+    # An untrained or broken W, b (another question's mistake) tell nothing about the data.
+    if accuracies["X_test"] >= 0.5 and accuracies["X_test"] > accuracies["X_train"] + MEMORISED_MARGIN:
         raise CheckFailed(
             f"Your W, b classify `X_test` with accuracy {accuracies['X_test']:.3f} but "
             f"`X_train` with only {accuracies['X_train']:.3f}: they look trained on the test "

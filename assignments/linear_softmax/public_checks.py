@@ -8,25 +8,44 @@ import numpy as np
 from grader.checks import check
 from grader.compare import assert_allclose, assert_equal, assert_shape
 from grader.errors import CheckFailed
+from grader.keras_checks import looks_trained_on_test, memorised
 
 LN2 = float(np.log(2.0))
 
 
+def _dtype(value):
+    """The dtype of an array the kernel sent (a tensor arrives as its numpy array)."""
+    return value.dtype if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" else None
+
+
 @check("q1.data_prepared", points=1)
 def check_data_prepared(student, expected):
-    """X_train, X_test are flattened float images scaled to [0, 1]; Y_train is one-hot."""
+    """X_train, X_test are flattened float32 images scaled to [0, 1]; Y_train is float32 one-hot."""
     for name, rows in (("X_train", 4000), ("X_test", 1000)):
-        X = assert_shape(student.get(name), (rows, 784), what=name,
+        raw = student.get(name)
+        X = assert_shape(raw, (rows, 784), what=name,
                          fix="Flatten each 28x28 image into one row of 784 values: "
                              "x.reshape(-1, 784).")
+        dtype = _dtype(raw)
+        if dtype is not None and dtype != np.float32:
+            raise CheckFailed(
+                f"`{name}` holds {dtype} values; Q1 asks for float32 (the dtype of the "
+                "tf.Variables W and b: tf.matmul does not mix float64 and float32). Use "
+                ".astype(\"float32\") before dividing by 255.",
+                expected="float32", found=str(dtype))
         low, high = float(X.min()), float(X.max())
         if low < 0.0 or high > 1.0 or high <= 0.0:
             raise CheckFailed(
                 f"`{name}` has values from {low:.4g} to {high:.4g}; expected pixel values scaled "
                 "to [0, 1]. Convert to float32 and divide by 255.",
                 expected="values in [0, 1]", found=f"[{low:.4g}, {high:.4g}]")
-    Y = assert_shape(student.get("Y_train"), (4000, 10), what="Y_train",
+    raw = student.get("Y_train")
+    Y = assert_shape(raw, (4000, 10), what="Y_train",
                      fix="One-hot encode the labels: np.eye(10, dtype='float32')[y_train].")
+    if _dtype(raw) is not None and _dtype(raw) != np.float32:
+        raise CheckFailed(f"`Y_train` holds {_dtype(raw)} values; Q1 asks for a float32 one-hot "
+                          "array: np.eye(10, dtype='float32')[y_train].",
+                          expected="float32", found=str(_dtype(raw)))
     if not (np.all((Y == 0) | (Y == 1)) and np.all(Y.sum(axis=1) == 1)):
         raise CheckFailed("`Y_train` is not one-hot: expected a single 1 in each row and 0 "
                           "elsewhere. Use np.eye(10, dtype='float32')[y_train].")
@@ -203,32 +222,33 @@ TRAINED_ON = """
 import numpy as np
 result = {name: np.asarray(ns[name])[:1000] for name in ("X_train", "y_train", "X_test", "y_test")}
 """
-# A W, b fitted on X_test classify the images they saw clearly better than X_train's;
-# fitted on X_train, the held-out X_test comes out about as well or worse.
-MEMORISED_MARGIN = 0.04
-
-
 @check("q6.trained_on_training_images", points=1)
 def check_trained_on_training_images(student, expected):
     """W and b were trained on X_train, not on the test images."""
     # (X_train holding test images changes its shape: q1.data_prepared charges that.)
+    names = student.names()
+    missing = [name for name in ("X_train", "X_test", "y_train", "y_test", "W", "b")
+               if name not in names]
+    if missing:
+        raise CheckFailed(f"No variable(s) {', '.join(missing)} in your notebook; Q6 trains W "
+                          "and b on X_train (Q1) and the notebook evaluates them on X_test.")
     found = student.evaluate(TRAINED_ON, what="X_train, y_train, X_test and y_test")
     W = np.asarray(student.get("W"), dtype=np.float64)
     b = np.asarray(student.get("b"), dtype=np.float64)
     if W.shape != (784, 10) or b.shape != (10,):
         return  # q6.parameters_defined reports the shapes
-    accuracies = {}
+    scores = {}
     for images, labels in (("X_train", "y_train"), ("X_test", "y_test")):
         X = np.asarray(found[images], dtype=np.float64).reshape(-1, 784)
-        y = np.asarray(found[labels]).reshape(-1)
-        if len(X) != len(y) or not len(y):
-            return  # q1.data_prepared reports the data
-        accuracies[images] = float(np.mean(np.argmax(X @ W + b, axis=1) == y))
-    # An untrained or broken W, b (another question's mistake) tell nothing about the data.
-    if accuracies["X_test"] >= 0.5 and accuracies["X_test"] > accuracies["X_train"] + MEMORISED_MARGIN:
+        scores[images] = memorised(X @ W + b, found[labels])
+    train, test = scores["X_train"], scores["X_test"]
+    if train is None or test is None:
+        return  # q1.data_prepared reports the data
+    if looks_trained_on_test(train, test):
         raise CheckFailed(
-            f"Your W, b classify `X_test` with accuracy {accuracies['X_test']:.3f} but "
-            f"`X_train` with only {accuracies['X_train']:.3f}: they look trained on the test "
-            "images. Q6: call train_step on mini-batches of X_train and Y_train only.",
-            expected="accuracy on X_test not above accuracy on X_train",
-            found=f"test {accuracies['X_test']:.3f}, train {accuracies['X_train']:.3f}")
+            f"Your W, b know `X_test` better than `X_train`: accuracy {test[0]:.3f} against "
+            f"{train[0]:.3f}, cross-entropy {test[1]:.3f} against {train[1]:.3f}. They look "
+            "trained on the test images. Q6: call train_step on mini-batches of X_train and "
+            "Y_train only.",
+            expected="X_test classified no better than X_train",
+            found=f"accuracy test {test[0]:.3f}, train {train[0]:.3f}")

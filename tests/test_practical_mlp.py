@@ -237,3 +237,35 @@ def test_wrong_models_lose_exactly_their_check(variant, tmp_path):
     assert set(failed) == set(expected), failed
     for check_id, text in expected.items():
         assert text in failed[check_id], failed[check_id]
+
+
+@pytest.mark.parametrize("behaviour", [
+    {"outputs": {"a": "not numbers", "b": [], "a_plus_b": [], "zeros": []}},
+    {"outputs": {"a": [[0.5, 0.5]], "b": [[1.0, 0.0]], "a_plus_b": [[0.5, 0.5]],
+                 "zeros": [[0, 0]]}, "labels": [1], "loss": "0.69", "metrics": {"accuracy": "1"}},
+    {"outputs": {"a": [[0.5, 0.5]], "b": [[1.0]], "a_plus_b": [[0.5, 0.5]], "zeros": [[0, 0]]},
+     "labels": [7], "loss": 0.69},
+    {"outputs": [1, 2, 3], "labels": {"x": 1}, "loss": True, "metrics": [1]},
+    ["not", "a", "dict"],
+])
+def test_malformed_measurements_never_break_a_check(behaviour):
+    """What the kernel reports is attacker-written: malformed numbers fail the check with a
+    message or are ignored; they never raise anything but CheckFailed, and a loss value that
+    is not a number never passes the loss check."""
+    from grader.errors import CheckFailed
+    from grader.keras_checks import (require_activation_matches_loss, require_adam_and_accuracy,
+                                     require_crossentropy_loss)
+
+    description = {"layers": [{"class": "Dense", "activation": "softmax"}], "compiled": True,
+                   "optimizer": "Adam", "loss": {"name": "sparse_categorical_crossentropy",
+                                                 "from_logits": False},
+                   "behaviour": behaviour}
+    for require in (require_crossentropy_loss, require_activation_matches_loss,
+                    require_adam_and_accuracy):
+        try:
+            require(description)
+        except CheckFailed:
+            pass
+    if isinstance(behaviour, dict) and isinstance(behaviour.get("loss"), str):
+        with pytest.raises(CheckFailed):
+            require_crossentropy_loss(description)

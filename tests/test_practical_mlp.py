@@ -79,7 +79,7 @@ EXPECTED = {
     }),
     # The held-out images are the test images it was fitted on: only the public check sees it.
     "mistake_fit_on_test_images": (Status.OK, {
-        "q3.trained_on_training_images": "it looks trained on the test images",
+        "q3.trained_on_training_images": "It looks trained on the test images",
     }),
     "mistake_test_images_added_to_training": (Status.OK, {
         "q3.trained_on_training_images": "`x_train` contains 1000 of the images in `x_test`",

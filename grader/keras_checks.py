@@ -334,9 +334,9 @@ def require_activation_matches_loss(description):
         return
     if probabilities:
         raise CheckFailed(
-            "The output layer applies softmax (measured: each row of the outputs sums to 1) "
-            "and the loss is built with from_logits=True, so softmax is applied twice "
-            "and the model learns slowly. Either drop the output activation (logits) or "
+            "The output layer applies softmax and the loss is built with from_logits=True, so "
+            "softmax is applied twice (measured: each row of the outputs sums to 1) and the "
+            "model learns slowly. Either drop the output activation (logits) or "
             "build the loss with from_logits=False.",
             expected=BOTH_CONVENTIONS, found="softmax with from_logits=True")
     if activation in (None, "linear"):

@@ -297,34 +297,25 @@ def _decode(obj):
     return obj
 
 
+# Layers that only apply an activation: folded into the layer before them, so that
+# Dense(128) + Activation("relu") reads as the Dense(128, activation="relu") it computes.
+_ACTIVATION_LAYERS = {"Activation", "ReLU", "Softmax", "LeakyReLU", "ELU", "PReLU"}
+_PROBE_BATCH = 8  # inputs the model is run on to measure what it computes
+_MAX_SCORES = 1000  # per example: larger outputs are reported by shape only
+
+
 def describe_model(model):
-    """A JSON description of a Keras model: layers, shapes, activations, loss."""
-    layers = []
-    for layer in getattr(model, "layers", []):
-        config = {}
-        try:
-            config = layer.get_config()
-        except Exception:
-            pass
-        activation = config.get("activation")
-        if isinstance(activation, dict):  # a serialised activation; tf.nn.softmax gives a str
-            inner = activation.get("config", {})
-            activation = inner if isinstance(inner, str) else inner.get("name", str(activation))
-        entry = {
-            "class": type(layer).__name__,
-            "name": layer.name,
-            "activation": activation,
-            "units": config.get("units"),
-            "filters": config.get("filters"),
-            "kernel_size": config.get("kernel_size"),
-            "rate": config.get("rate"),
-            "trainable_params": _count_params(layer),
-        }
-        try:
-            entry["output_shape"] = list(layer.output.shape)
-        except Exception:
-            entry["output_shape"] = None
-        layers.append(entry)
+    """A JSON description of a Keras model: layers, shapes, activations, loss, and what it
+    computes on a fixed batch.
+
+    ``layers`` lists the model's layers depth first, nested models and blocks flattened
+    (a ``Sequential`` inside a ``Sequential``, a helper's block), with activation-only
+    layers (``Activation``, ``ReLU``, ``Softmax``, ...) folded into the last layer before
+    them that has a linear activation: the description says what the model computes,
+    not how it was spelt. ``behaviour`` holds what running the model measured (see
+    :func:`_behaviour`). A pure function of the model: standard library, numpy and keras.
+    """
+    layers = _fold_activations([_describe_layer(layer) for layer in _flat_layers(model)])
     description = {"class": type(model).__name__, "layers": layers}
     try:  # model.output raises on a Sequential that was never called; outputs[0] does not
         description["output_shape"] = list(model.outputs[0].shape)
@@ -352,7 +343,153 @@ def describe_model(model):
         description["params"] = int(model.count_params())
     except Exception:
         description["params"] = None
+    description["behaviour"] = _behaviour(model, description["input_shape"])
     return description
+
+
+def _flat_layers(model, depth=0):
+    """The layers of ``model``, nested models and blocks replaced by their own layers."""
+    found = []
+    for layer in getattr(model, "layers", None) or []:
+        inner = getattr(layer, "layers", None)
+        if depth < 20 and isinstance(inner, (list, tuple)) and inner:
+            found.extend(_flat_layers(layer, depth + 1))
+        elif type(layer).__name__ != "InputLayer" or depth == 0:
+            found.append(layer)
+    return found
+
+
+def _activation_name(value):
+    """'relu', 'softmax', 'linear', ... for an activation given as a function, a name or a
+    serialised config (tf.nn.softmax is called softmax_v2)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        inner = value.get("config", value)
+        value = inner if isinstance(inner, str) else inner.get("name", str(value))
+    name = value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)
+    name = str(name).rsplit(".", 1)[-1].lower()
+    return name[:-3] if name.endswith("_v2") else name
+
+
+def _describe_layer(layer):
+    config = {}
+    try:
+        config = layer.get_config()
+    except Exception:
+        pass
+    kind = type(layer).__name__
+    activation = getattr(layer, "activation", None)
+    activation = _activation_name(activation if activation is not None else config.get("activation"))
+    if kind in ("ReLU", "LeakyReLU"):
+        slope = config.get("negative_slope", 0.0 if kind == "ReLU" else 0.3)
+        activation = "relu" if not slope else "leaky_relu"
+    elif kind in ("Softmax", "ELU", "PReLU"):
+        activation = kind.lower()
+    entry = {
+        "class": kind,
+        "name": layer.name,
+        "activation": activation,
+        "units": config.get("units"),
+        "filters": config.get("filters"),
+        "kernel_size": config.get("kernel_size"),
+        "strides": config.get("strides"),
+        "padding": config.get("padding"),
+        "rate": config.get("rate"),
+        "target_shape": config.get("target_shape"),
+        "trainable_params": _count_params(layer),
+    }
+    try:
+        entry["output_shape"] = list(layer.output.shape)
+    except Exception:
+        entry["output_shape"] = None
+    return entry
+
+
+def _fold_activations(entries):
+    """Activation-only layers merged into the nearest earlier layer that has a linear
+    activation (Dense, Conv2D), across layers without one (BatchNormalization, Dropout,
+    pooling, Flatten: relu commutes with them or follows them as in the common
+    Conv -> BatchNormalization -> ReLU)."""
+    folded = []
+    for entry in entries:
+        if entry["class"] in _ACTIVATION_LAYERS:
+            for earlier in reversed(folded):
+                if earlier["activation"] is None:
+                    continue  # no activation of its own: look further back
+                if earlier["activation"] == "linear":
+                    earlier["activation"] = entry["activation"]
+                    earlier["folded"] = earlier.get("folded", []) + [entry["class"]]
+                    if entry["output_shape"] is not None and earlier is folded[-1]:
+                        earlier["output_shape"] = entry["output_shape"]
+                    entry = None
+                break
+            if entry is None:
+                continue
+        folded.append(entry)
+    return folded
+
+
+def _behaviour(model, input_shape):
+    """What the model computes on fixed inputs (no student value is trusted for this: the
+    grader recomputes every judgement from these numbers).
+
+    ``outputs``: the model's outputs (inference mode) on a batch ``a`` of standard-normal
+    inputs, and on ``b``, ``a + b`` and zeros, so that the grader can tell probabilities
+    from logits and an affine model (no working non-linearity) from a non-linear one;
+    ``labels``: integer labels, the arg-max of outputs(a) on every other example; ``loss``: the compiled loss on (labels, outputs(a)),
+    regularisation left out, or ``loss_error`` when it raises (categorical_crossentropy
+    given integer labels, say); ``metrics``: the compiled metrics on the same batch."""
+    import numpy as np
+
+    result = {}
+    if not input_shape or any(size is None for size in input_shape[1:]):
+        return {"error": "the model has no complete input shape"}
+    rng = np.random.default_rng(0)
+    shape = (_PROBE_BATCH, *[int(size) for size in input_shape[1:]])
+    a = rng.standard_normal(shape).astype("float32")
+    b = rng.standard_normal(shape).astype("float32")
+    try:
+        runs = {}
+        for key, x in (("a", a), ("b", b), ("a_plus_b", a + b), ("zeros", np.zeros_like(a))):
+            runs[key] = np.asarray(model(x, training=False), dtype="float64")
+    except Exception as exc:
+        return {"error": "calling the model raised %s: %s" % (type(exc).__name__, str(exc)[:300])}
+    output = runs["a"]
+    if output.size > _PROBE_BATCH * _MAX_SCORES:  # not a classifier's scores: shape only
+        return {"output_shape": list(output.shape)}
+    result["outputs"] = {key: value.tolist() for key, value in runs.items()}
+    if output.ndim != 2:
+        return result
+    # Labels the model gets right on every other example (accuracy 0.5): an accuracy
+    # metric that misreads integer labels then gives another number.
+    labels = np.argmax(output, axis=1).astype("int64")
+    labels[1::2] = (labels[1::2] + 1) % output.shape[1]
+    result["labels"] = labels.tolist()
+    if getattr(model, "optimizer", None) is None:
+        return result
+    try:
+        import keras
+
+        y_pred = keras.ops.convert_to_tensor(output.astype("float32"))
+    except Exception as exc:
+        result["loss_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:300])
+        return result
+    try:
+        total = float(np.asarray(model.compute_loss(x=a, y=labels, y_pred=y_pred,
+                                                    training=False)))
+        extra = sum(float(np.asarray(loss)) for loss in getattr(model, "losses", []))
+        result["loss"] = total - extra
+    except Exception as exc:
+        result["loss_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:300])
+    try:
+        values = model.compute_metrics(a, labels, y_pred, sample_weight=None)
+        result["metrics"] = {str(k): float(np.asarray(v)) for k, v in values.items()
+                             if k != "loss" and np.asarray(v).ndim == 0}
+        model.reset_metrics()
+    except Exception as exc:
+        result["metrics_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:300])
+    return result
 
 
 def _count_params(layer):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compare import assert_in_band, assert_shape
-from .errors import CheckFailed
+from .errors import CheckFailed, StudentCodeError
 
 CLASSES = 10
 
@@ -74,8 +74,33 @@ def describe(student):
 
 
 # -- reading a model description --------------------------------------------------------
+# What Q2's "relu activation" covers: ReLU and its leaky/capped variants, however spelt
+# (activation="relu", tf.nn.relu, layers.ReLU(), Activation("relu"), LeakyReLU()).
+RELU_FAMILY = {"relu", "relu6", "leaky_relu", "prelu"}
+EPSILON = 1e-7  # Keras' backend.epsilon(): how its cross-entropy clips probabilities
+
+
 def layer_classes(description):
     return [layer["class"] for layer in description["layers"] if layer["class"] != "InputLayer"]
+
+
+def is_flatten(layer):
+    """Flatten, or a Reshape to one axis per example: both turn an image into a vector."""
+    if layer["class"] == "Flatten":
+        return True
+    target = layer.get("target_shape")
+    return layer["class"] == "Reshape" and isinstance(target, (list, tuple)) and len(target) == 1
+
+
+def layer_listing(description):
+    """'[Flatten, Dense(relu), Dense(softmax)]': the flattened layers as a student reads them."""
+    names = []
+    for layer in description["layers"]:
+        if layer["class"] == "InputLayer":
+            continue
+        activation = layer.get("activation")
+        names.append(layer["class"] + (f"({activation})" if activation else ""))
+    return "[" + ", ".join(names) + "]"
 
 
 def output_shape(description):
@@ -92,8 +117,6 @@ def shape_text(shape):
 def output_activation(description):
     """The activation applied by the model's last layers: 'softmax', 'linear' or another name."""
     for layer in reversed(description["layers"]):
-        if layer["class"] == "Softmax":
-            return "softmax"
         activation = layer.get("activation")
         if activation is None:
             continue  # Dropout, Flatten, ... do not change the output's meaning
@@ -105,6 +128,98 @@ def output_activation(description):
 def loss_of(description):
     loss = description.get("loss") or {}
     return str(loss.get("name") or ""), bool(loss.get("from_logits"))
+
+
+def behaviour(description):
+    """What running ``build_model()``'s model measured, as float64 arrays: outputs on the
+    inputs a, b, a + b and zeros, integer labels, the compiled loss and metrics."""
+    found = description.get("behaviour")
+    found = found if isinstance(found, dict) else {}
+    if "error" in found:
+        raise CheckFailed(f"The model `build_model()` returns could not be run on a batch of "
+                          f"inputs ({found['error']}). Q2: check that `build_model()` builds "
+                          "the model from `keras.Input(shape=...)` and that calling "
+                          "`build_model()(x)` works on a batch of images.")
+    # The kernel wrote all of this: keep only well-formed numbers, in the shapes asked for.
+    measured = {key: str(found[key]) for key in ("loss_error", "metrics_error") if key in found}
+    try:
+        outputs = {key: np.asarray(value, dtype=np.float64)
+                   for key, value in dict(found.get("outputs") or {}).items()
+                   if key in ("a", "b", "a_plus_b", "zeros")}
+    except (TypeError, ValueError) as error:
+        raise CheckFailed("The model's outputs on a batch of inputs are not numbers "
+                          f"({error}). Q2: the model must return one score per class.") from None
+    shapes = {value.shape for value in outputs.values()}
+    measured["outputs"] = outputs if len(outputs) == 4 and len(shapes) == 1 else {}
+    output = measured["outputs"].get("a")
+    try:
+        labels = np.asarray(found.get("labels"), dtype=np.int64)
+    except (TypeError, ValueError):
+        labels = None
+    if (output is not None and output.ndim == 2 and labels is not None
+            and labels.shape == (len(output),) and len(labels)
+            and labels.min() >= 0 and labels.max() < output.shape[1]):
+        measured["labels"] = labels
+    loss = found.get("loss")
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        measured["loss"] = float(loss)
+    metrics = found.get("metrics")
+    measured["metrics"] = {str(key): float(value) for key, value in metrics.items()
+                           if isinstance(value, (int, float)) and not isinstance(value, bool)
+                           } if isinstance(metrics, dict) else {}
+    return measured
+
+
+def outputs_are_probabilities(output):
+    """Rows of non-negative numbers that sum to 1: what a softmax output gives."""
+    return (output.ndim == 2 and bool(np.all(np.isfinite(output)))
+            and float(np.min(output)) >= -1e-6
+            and bool(np.allclose(output.sum(axis=1), 1.0, rtol=0, atol=1e-3)))
+
+
+def nonlinearity(outputs, probabilities):
+    """How far the model is from affine: |f(a+b) - f(a) - f(b) + f(0)| over the size of
+    f(a) - f(0), on the log-probabilities of a softmax output (which softmax turns into
+    an affine function of the logits, up to a per-row constant that is removed)."""
+    runs = {}
+    for key in ("a", "b", "a_plus_b", "zeros"):
+        value = outputs[key].reshape(len(outputs[key]), -1)
+        if probabilities:
+            value = np.log(np.clip(value, 1e-30, None))
+        runs[key] = value - value.mean(axis=1, keepdims=True)
+    residual = runs["a_plus_b"] - runs["a"] - runs["b"] + runs["zeros"]
+    scale = max(float(np.max(np.abs(runs["a"] - runs["zeros"]))),
+                float(np.max(np.abs(runs["b"] - runs["zeros"]))))
+    return float(np.max(np.abs(residual))) / (scale + 1e-12)
+
+
+def sparse_crossentropies(output, labels):
+    """The mean sparse categorical cross-entropy of integer ``labels`` against ``output``,
+    computed here the way Keras does: (treating output as probabilities, as logits)."""
+    rows = np.arange(len(labels))
+    clipped = np.clip(output, EPSILON, 1 - EPSILON)
+    as_probabilities = np.log(clipped.sum(axis=1)) - np.log(clipped[rows, labels])
+    top = output.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(output - top).sum(axis=1)) + top[:, 0]
+    as_logits = log_sum - output[rows, labels]
+    return float(np.mean(as_probabilities)), float(np.mean(as_logits))
+
+
+def loss_convention(description):
+    """'probabilities' or 'logits': which sparse cross-entropy the compiled loss computed on
+    the measured batch; None when it computed neither (or could not be measured)."""
+    if not description.get("compiled") or description.get("loss") is None:
+        return None
+    measured = behaviour(description)
+    output, value = measured.get("outputs", {}).get("a"), measured.get("loss")
+    if output is None or output.ndim != 2 or value is None or "labels" not in measured:
+        return None
+    as_probabilities, as_logits = sparse_crossentropies(output, measured["labels"])
+    if np.isclose(value, as_probabilities, rtol=1e-3, atol=1e-4):
+        return "probabilities"
+    if np.isclose(value, as_logits, rtol=1e-3, atol=1e-4):
+        return "logits"
+    return None
 
 
 # -- what the checks require ------------------------------------------------------------
@@ -157,8 +272,16 @@ def require_10_outputs(description, image_shape, *, flatten_hint: str):
             expected="(None, 10)", found=shape_text(found))
 
 
+SPARSE_CE_FIX = ("Q2 asks for a categorical cross-entropy for integer labels: "
+                 "`loss=\"sparse_categorical_crossentropy\"` or "
+                 "`keras.losses.SparseCategoricalCrossentropy(...)`.")
+
+
 def require_crossentropy_loss(description):
-    """The model is compiled with a categorical cross-entropy loss."""
+    """The compiled loss computes the sparse categorical cross-entropy of integer labels
+    (measured: the loss on a batch of the model's own outputs, compared with the value
+    computed here; a softmax/logits mismatch is the business of
+    :func:`require_activation_matches_loss`, not of this check)."""
     if not description.get("compiled") or description.get("loss") is None:
         raise CheckFailed(
             "The model `build_model()` returns is not compiled with a loss; expected "
@@ -166,29 +289,57 @@ def require_crossentropy_loss(description):
             "metrics=[\"accuracy\"])` before `return model`.",
             expected="a compiled model", found="no loss")
     name, _ = loss_of(description)
-    if "categorical_crossentropy" not in name.lower():
+    measured = behaviour(description)
+    if "loss_error" in measured:
         raise CheckFailed(
-            f"The model is compiled with loss `{name}`; expected a categorical cross-entropy "
-            "for 10 classes with integer labels: `\"sparse_categorical_crossentropy\"` or "
-            "`keras.losses.SparseCategoricalCrossentropy()`.",
+            f"The model is compiled with loss `{name}`, and computing it on a batch with "
+            f"integer labels 0-9 (as `y_train` holds) raised {measured['loss_error']}: "
+            f"`model.fit(x_train, y_train)` would fail the same way. {SPARSE_CE_FIX}"
+            + (" (`categorical_crossentropy` expects one-hot labels.)"
+               if "categorical" in name.lower() and "sparse" not in name.lower() else ""),
+            expected="sparse_categorical_crossentropy", found=name)
+    output = measured.get("outputs", {}).get("a")
+    if output is None or output.ndim != 2 or "labels" not in measured:
+        return  # no class scores to measure on: the output-shape check says why
+    if "loss" not in measured:
+        raise CheckFailed(
+            f"The model is compiled with loss `{name}`, but its value on a batch with integer "
+            f"labels could not be measured (no number came back). {SPARSE_CE_FIX}",
+            expected="sparse_categorical_crossentropy", found=name)
+    if loss_convention(description) is None:
+        as_probabilities, as_logits = sparse_crossentropies(output, measured["labels"])
+        raise CheckFailed(
+            f"The model is compiled with loss `{name}`, which gives {measured['loss']:.4g} on a "
+            f"batch with integer labels, where the sparse categorical cross-entropy of the "
+            f"same outputs is {as_probabilities:.4g} (outputs as probabilities) or "
+            f"{as_logits:.4g} (outputs as logits). {SPARSE_CE_FIX}",
             expected="sparse_categorical_crossentropy", found=name)
 
 
 def require_activation_matches_loss(description):
-    """Softmax output with from_logits=False, or a linear (logits) output with from_logits=True."""
+    """Softmax output with a loss on probabilities (from_logits=False), or logits with
+    from_logits=True. Measured: whether the outputs are probabilities (rows of
+    non-negative numbers summing to 1), and which cross-entropy the loss computed. A
+    model with no usable loss passes: :func:`require_crossentropy_loss` charges that."""
+    measured = behaviour(description)
+    output = measured.get("outputs", {}).get("a")
+    convention = loss_convention(description)
+    if output is None or output.ndim != 2 or convention is None:
+        return
+    probabilities = outputs_are_probabilities(output)
     activation = output_activation(description)
-    _, from_logits = loss_of(description)
-    if activation == "softmax" and not from_logits:
+    if probabilities and convention == "probabilities":
         return
-    if activation == "linear" and from_logits:
+    if not probabilities and convention == "logits":
         return
-    if activation == "softmax":
+    if probabilities:
         raise CheckFailed(
             "The output layer applies softmax and the loss is built with from_logits=True, so "
-            "softmax is applied twice and the model learns slowly. Either drop the output "
-            "activation (logits) or build the loss with from_logits=False.",
+            "softmax is applied twice (measured: each row of the outputs sums to 1) and the "
+            "model learns slowly. Either drop the output activation (logits) or "
+            "build the loss with from_logits=False.",
             expected=BOTH_CONVENTIONS, found="softmax with from_logits=True")
-    if activation == "linear":
+    if activation in (None, "linear"):
         raise CheckFailed(
             "The output layer has no activation (it outputs logits) but the loss treats the "
             "outputs as probabilities (from_logits=False). Build the loss with "
@@ -196,13 +347,53 @@ def require_activation_matches_loss(description):
             "`activation=\"softmax\"` on the output layer.",
             expected=BOTH_CONVENTIONS, found="logits with from_logits=False")
     raise CheckFailed(
-        f"The output layer uses activation `{activation}`; expected `softmax` (10 class "
+        f"The output layer uses activation `{activation}`, whose outputs are not "
+        "probabilities (the rows do not sum to 1); expected `softmax` (10 class "
         "probabilities), or no activation (logits) with a loss built with from_logits=True.",
         expected="softmax, or logits with from_logits=True", found=str(activation))
 
 
+def require_adam_and_accuracy(description):
+    """Compiled with Adam and an accuracy metric that measures accuracy on integer labels
+    (measured: the compiled metrics on a batch, against the arg-max accuracy computed
+    here). Collects both problems before reporting."""
+    if not description.get("compiled"):
+        raise CheckFailed(
+            "The model `build_model()` returns is not compiled; expected "
+            "`model.compile(optimizer=\"adam\", loss=\"sparse_categorical_crossentropy\", "
+            "metrics=[\"accuracy\"])` before `return model`.",
+            expected="a compiled model", found="not compiled")
+    problems = []
+    optimizer = description.get("optimizer")
+    if optimizer != "Adam":
+        problems.append(f"the optimizer is {optimizer}; Q2 asks for Adam "
+                        "(`optimizer=\"adam\"` or `keras.optimizers.Adam(...)`)")
+    measured = behaviour(description)
+    output = measured.get("outputs", {}).get("a")
+    if "metrics_error" in measured:
+        problems.append(f"computing the compiled metrics on integer labels raised "
+                        f"{measured['metrics_error']}; Q2 asks for `metrics=[\"accuracy\"]`")
+    elif output is not None and output.ndim == 2 and "labels" in measured:
+        accuracy = float(np.mean(np.argmax(output, axis=1) == measured["labels"]))
+        metrics = measured.get("metrics") or {}
+        if not any(np.isclose(value, accuracy, atol=1e-6) for key, value in metrics.items()
+                   if "acc" in key.lower()):
+            found = ", ".join(sorted(metrics)) or "none"
+            problems.append(
+                f"its metrics ({found}) measure no accuracy of integer labels: Q2 asks for "
+                "`metrics=[\"accuracy\"]` in `model.compile` (the notebook's "
+                "`test_loss, test_accuracy = model.evaluate(...)` needs it)")
+    if problems:
+        raise CheckFailed("The model `build_model()` returns is compiled, but "
+                          + "; and ".join(problems) + ".",
+                          expected="optimizer Adam, metrics=[\"accuracy\"]",
+                          found=f"optimizer {optimizer}")
+
+
 def require_model_scores_images(student, image_shape):
-    """The global `model` maps a batch of ``image_shape`` images to 10 finite scores each."""
+    """The global `model` maps a batch of ``image_shape`` images to 10 finite scores each.
+    A model whose scores have the shape ``build_model()``'s model has passes: that mistake
+    is Q2's (``q2.output_shape``), not charged again here."""
     if not student.has("model"):
         raise CheckFailed("No variable `model` in your notebook. Q3 asks for "
                           "`model = build_model()` trained with `model.fit`; run every cell "
@@ -212,11 +403,117 @@ def require_model_scores_images(student, image_shape):
     images[2, 7:21, 13:15] = 1.0  # a white vertical stroke, roughly a "1"
     what = f"model.predict(3 images of shape {image_shape})"
     scores = student.evaluate("result = ns['model'].predict(x, verbose=0)", x=images, what=what)
+    scores = np.asarray(scores)
+    if scores.shape != (3, CLASSES):
+        built = None
+        try:
+            built = output_shape(describe(student))
+        except (CheckFailed, StudentCodeError):
+            pass  # build_model() itself is broken: Q2's checks say so; judge the scores here
+        if built is not None and list(scores.shape[1:]) == list(built[1:]):
+            return  # the output layer of Q2's build_model(): q2.output_shape charges it
     scores = assert_shape(scores, (3, CLASSES), what=what,
                           fix="The model must return one score per digit 0-9 for each image.")
     if not np.all(np.isfinite(scores)):
         raise CheckFailed(f"`{what}` contains NaN or infinite scores; expected finite numbers. "
                           "Check that training did not diverge (scale the pixels to [0, 1]).")
+
+
+TRAINED_ON = """
+import hashlib
+import numpy as np
+def _rows(a):
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+    return {hashlib.sha1(row.tobytes()).hexdigest() for row in a.reshape(len(a), -1)}
+x_train, x_test = ns["x_train"], ns["x_test"]
+model = ns["model"]
+def _scores(x):
+    # In the model's input shape: a missing channel axis is Q1's mistake, charged there.
+    x = np.asarray(x)[:n]
+    try:
+        shape = tuple(int(size) for size in model.inputs[0].shape[1:])
+        if x.size == len(x) * int(np.prod(shape)):
+            x = x.reshape((len(x),) + shape)
+    except Exception:
+        pass
+    try:
+        return model.predict(x, verbose=0)
+    except Exception:
+        return None  # the model cannot score these arrays: other checks say why
+result = {
+    "shared_images": len(_rows(x_train) & _rows(x_test)),
+    "train_scores": _scores(x_train),
+    "test_scores": _scores(x_test),
+    "y_train": np.asarray(ns["y_train"])[:n], "y_test": np.asarray(ns["y_test"])[:n],
+}
+"""
+# A model fitted on x_train classifies x_test (never seen) worse than x_train: on the
+# reference data, accuracy 0.01-0.05 lower and cross-entropy 1.3-1.7 times higher (mlp and
+# cnn, two seeds). Fitted on x_test it is the other way round: accuracy 0.02-0.08 higher
+# and cross-entropy 0.65-0.85 times x_train's. Both must point that way to fail.
+MEMORISED_ACCURACY_GAIN = 0.01
+MEMORISED_LOSS_RATIO = 0.9
+
+
+def memorised(scores, labels):
+    """(accuracy, mean cross-entropy) of ``scores`` (probabilities or logits) on ``labels``,
+    or None when they do not fit together."""
+    try:
+        scores = np.asarray(scores, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    if scores.ndim != 2 or len(scores) != len(labels) or not len(labels) \
+            or not np.all(np.isfinite(scores)) or not np.all(np.isfinite(labels)) \
+            or labels.min() < 0 \
+            or labels.max() >= scores.shape[1]:
+        return None
+    labels = labels.astype(np.int64)
+    if not outputs_are_probabilities(scores):
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    rows = np.arange(len(labels))
+    accuracy = float(np.mean(np.argmax(scores, axis=1) == labels))
+    return accuracy, float(np.mean(-np.log(np.clip(scores[rows, labels], 1e-7, 1.0))))
+
+
+def looks_trained_on_test(train, test):
+    """From (accuracy, cross-entropy) on training and test data: does the model know the
+    test images better than the training images? Untrained models (test accuracy under
+    0.5: another question's mistake) are not judged."""
+    return (test[0] >= 0.5 and test[0] >= train[0] + MEMORISED_ACCURACY_GAIN
+            and test[1] < MEMORISED_LOSS_RATIO * train[1])
+
+
+def require_trained_on_training_images(student):
+    """`model` was fitted on `x_train`, not on the test images: x_train holds no image of
+    x_test, and `model` does not classify x_test clearly better than x_train."""
+    names = student.names()
+    missing = [name for name in ("model", "x_train", "x_test", "y_train", "y_test")
+               if name not in names]
+    if missing:
+        raise CheckFailed(f"No variable(s) {', '.join(missing)} in your notebook; Q3 trains "
+                          "`model` on `x_train` and evaluates it on `x_test`.")
+    found = student.evaluate(TRAINED_ON, n=1000, what="model.predict(x_train[:1000] and x_test)")
+    shared = int(found["shared_images"])
+    if shared:
+        raise CheckFailed(
+            f"`x_train` contains {shared} of the images in `x_test`: the test images must "
+            "stay out of training, or the test accuracy says nothing about new images. Q3: "
+            "fit the model on `x_train` only (Q1 must not add test images to it).",
+            expected="no test image in x_train", found=f"{shared} shared images")
+    train = memorised(found["train_scores"], found["y_train"])
+    test = memorised(found["test_scores"], found["y_test"])
+    if train is None or test is None:
+        return  # scores that do not fit the labels: the output checks report them
+    if looks_trained_on_test(train, test):
+        raise CheckFailed(
+            f"`model` knows `x_test` better than `x_train`: accuracy {test[0]:.3f} against "
+            f"{train[0]:.3f}, cross-entropy {test[1]:.3f} against {train[1]:.3f}. It looks "
+            "trained on the test images. Q3: call `model.fit(x_train, y_train, ...)`; keep "
+            "x_test for `model.evaluate` (it may be passed as validation_data).",
+            expected="x_test classified no better than x_train",
+            found=f"accuracy test {test[0]:.3f}, train {train[0]:.3f}")
 
 
 def holdout_accuracy(student, expected, images):

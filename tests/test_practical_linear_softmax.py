@@ -17,7 +17,7 @@ NAME = "linear_softmax"
 
 PUBLIC = ["q1.data_prepared", "q2.softmax_known_values", "q3.forward_uses_bias",
           "q4.cross_entropy_known_value", "q5.train_step_updates_in_place",
-          "q6.parameters_defined"]
+          "q5.gradients_from_tape", "q6.parameters_defined", "q6.trained_on_training_images"]
 HIDDEN = ["q2.softmax_hidden_logits", "q2.softmax_large_logits", "q3.forward_hidden_inputs",
           "q4.cross_entropy_hidden_inputs", "q5.train_step_one_step", "q6.test_accuracy"]
 ALL_CHECKS = set(PUBLIC) | set(HIDDEN)
@@ -69,13 +69,47 @@ EXPECTED = {
         "q5.train_step_one_step": "`the loss train_step returns` differs",
         "q6.test_accuracy": LOW_ACCURACY,
     }),
+    # -- issue 15: correct alternatives, full marks ----------------------------------------
+    "alt_persistent_tape": (Status.OK, {}),
+    "alt_softmax_logsumexp": (Status.OK, {}),
+    "alt_to_categorical": (Status.OK, {}),
+    "alt_clipped_cross_entropy": (Status.OK, {}),
+    "alt_shuffled_indices": (Status.OK, {}),
+    # -- issue 15: typical mistakes ------------------------------------------------------------
+    # The right numbers, but not from the tape: only the behavioural tape check sees it.
+    "mistake_hand_derived_gradients": (Status.OK, {
+        "q5.gradients_from_tape": "`train_step` made the same step as with the plain "
+                                  "cross-entropy: its gradients do not come from the loss",
+    }),
+    # The held-out images are the test images it was trained on: only the public check sees it.
+    "mistake_trained_on_test_images": (Status.OK, {
+        "q6.trained_on_training_images": "They look trained on the test images",
+    }),
+    # Both Q5 value checks see the loss from after the step; the step itself is right.
+    "mistake_loss_after_update": (Status.OK, {
+        "q5.train_step_updates_in_place": "Return cross_entropy(Y, forward(X, W, b)), "
+                                          "computed before the update",
+        "q5.train_step_one_step": "`the loss train_step returns` differs",
+    }),
+    # W follows the tape's gradient (so q5.gradients_from_tape passes); b never moves. The
+    # model without a trained bias still reaches the band (0.885).
+    "mistake_bias_not_updated": (Status.OK, {
+        "q5.train_step_updates_in_place": "`b after one train_step (learning_rate 0.5)` differs",
+        "q5.train_step_one_step": "`b after one train_step` differs",
+    }),
+    # Images and labels shuffled with different permutations: W, b learn noise (0.14).
+    "mistake_labels_shuffled_separately": (Status.OK, {
+        "q6.test_accuracy": LOW_ACCURACY,
+    }),
     "unanswered": (Status.ERROR, {
         "q1.data_prepared": "No variable or function `X_train` in your notebook",
         "q2.softmax_known_values": not_written("softmax"),
         "q3.forward_uses_bias": not_written("forward"),
         "q4.cross_entropy_known_value": not_written("cross_entropy"),
         "q5.train_step_updates_in_place": not_written("train_step"),
+        "q5.gradients_from_tape": not_written("train_step"),
         "q6.parameters_defined": "No variable or function `W` in your notebook",
+        "q6.trained_on_training_images": "No variable(s) X_train, X_test, W, b in your notebook",
         "q2.softmax_hidden_logits": not_written("softmax"),
         "q2.softmax_large_logits": not_written("softmax"),
         "q3.forward_hidden_inputs": not_written("forward"),
@@ -87,7 +121,7 @@ EXPECTED = {
 
 
 PRACTICAL = Practical(
-    NAME, EXPECTED, ALL_CHECKS, max_score=15, accuracy_check="q6.test_accuracy",
+    NAME, EXPECTED, ALL_CHECKS, max_score=17, accuracy_check="q6.test_accuracy",
     failed_accuracy=("mistake_pixels_not_scaled", 0.5,
                      "Hint: Train W and b (zeros at the start)"),
 )
@@ -101,5 +135,5 @@ def test_checks_are_the_ones_these_tests_know():
     assignment = load_assignment(NAME, REPO)
     assert [c.id for c in assignment.checks() if not c.hidden] == PUBLIC
     assert [c.id for c in assignment.checks() if c.hidden] == HIDDEN
-    assert sum(c.points for c in assignment.checks()) == 15
+    assert sum(c.points for c in assignment.checks()) == 17
     assert all(c.hint for c in assignment.checks() if c.hidden)

@@ -8,10 +8,12 @@ the reference solution.
 
 from grader.checks import check
 from grader.errors import CheckFailed
-from grader.keras_checks import (array_summaries, describe, layer_classes,
-                                 require_10_outputs, require_activation_matches_loss,
+from grader.keras_checks import (RELU_FAMILY, array_summaries, describe, is_flatten,
+                                 layer_listing, require_10_outputs,
+                                 require_activation_matches_loss, require_adam_and_accuracy,
                                  require_crossentropy_loss, require_input_shape,
-                                 require_model_scores_images, require_pixels_scaled)
+                                 require_model_scores_images, require_pixels_scaled,
+                                 require_trained_on_training_images)
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -52,14 +54,18 @@ def check_input_shape(student, expected):
 
 @check("q2.conv_pool_dropout", points=1)
 def check_conv_pool_dropout(student, expected):
-    """The model has Conv2D, pooling and Dropout layers, and flattens before the Dense head."""
+    """Conv2D layers with ReLU, a pooling layer after them, Dropout, and a Flatten (or global
+    pooling) before the Dense head."""
     description = describe(student)
-    classes = layer_classes(description)
-    listing = "[" + ", ".join(classes) + "]"
+    layers = [layer for layer in description["layers"] if layer["class"] != "InputLayer"]
+    classes = [layer["class"] for layer in layers]
+    listing = layer_listing(description)
+    convolutions = [i for i, name in enumerate(classes) if name.endswith("Conv2D")]
     missing = []
-    if "Conv2D" not in classes:
+    if not convolutions:
         missing.append("a `layers.Conv2D(filters, kernel_size=3, activation=\"relu\")` layer")
-    if not any("Pooling" in name and not name.startswith("Global") for name in classes):
+    elif not any("Pooling" in name and not name.startswith("Global")
+                 for name in classes[convolutions[0]:]):
         missing.append("a pooling layer after the convolution (`layers.MaxPooling2D()`)")
     if not any("Dropout" in name for name in classes):
         missing.append("a `layers.Dropout(rate)` layer (for example before the dense head)")
@@ -67,8 +73,17 @@ def check_conv_pool_dropout(student, expected):
         raise CheckFailed(f"The model's layers are {listing}; expected also "
                           + "; ".join(missing) + ". Add the missing layer(s) to `build_model()`.",
                           expected="Conv2D, a pooling layer and Dropout", found=listing)
-    flatten = [i for i, name in enumerate(classes)
-               if name == "Flatten" or name.startswith("Global")]
+    linear = [layers[i] for i in convolutions if layers[i].get("activation") not in RELU_FAMILY]
+    if linear:
+        found = ", ".join(f"{layer['class']}({layer.get('activation')})" for layer in linear)
+        raise CheckFailed(
+            f"The model's layers are {listing}: the convolution(s) {found} have no relu "
+            "activation; Q2 asks for Conv2D layers with `relu` (without it a convolution is "
+            "linear and stacking them adds little). Use `layers.Conv2D(filters, kernel_size=3, "
+            "activation=\"relu\")`, or follow the convolution with `layers.ReLU()`.",
+            expected="Conv2D layers with relu", found=found)
+    flatten = [i for i, layer in enumerate(layers)
+               if is_flatten(layer) or layer["class"].startswith("Global")]
     dense = [i for i, name in enumerate(classes) if name == "Dense"]
     if not dense:
         raise CheckFailed(f"The model's layers are {listing}: no Dense layer. End the model "
@@ -102,8 +117,20 @@ def check_output_activation_matches_loss(student, expected):
     require_activation_matches_loss(describe(student))
 
 
+@check("q2.adam_and_accuracy_metric", points=1)
+def check_adam_and_accuracy_metric(student, expected):
+    """The model is compiled with the Adam optimizer and `metrics=["accuracy"]`."""
+    require_adam_and_accuracy(describe(student))
+
+
 # -- Q3 ---------------------------------------------------------------------------------
 @check("q3.model_outputs_10_scores", points=1)
 def check_model_outputs_10_scores(student, expected):
     """The global `model` maps a batch of (28, 28, 1) images to 10 finite scores each."""
     require_model_scores_images(student, IMAGE_SHAPE)
+
+
+@check("q3.trained_on_training_images", points=1)
+def check_trained_on_training_images(student, expected):
+    """`model` was trained on `x_train`, not on the test images."""
+    require_trained_on_training_images(student)

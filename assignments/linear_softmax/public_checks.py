@@ -8,25 +8,44 @@ import numpy as np
 from grader.checks import check
 from grader.compare import assert_allclose, assert_equal, assert_shape
 from grader.errors import CheckFailed
+from grader.keras_checks import looks_trained_on_test, memorised
 
 LN2 = float(np.log(2.0))
 
 
+def _dtype(value):
+    """The dtype of an array the kernel sent (a tensor arrives as its numpy array)."""
+    return value.dtype if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" else None
+
+
 @check("q1.data_prepared", points=1)
 def check_data_prepared(student, expected):
-    """X_train, X_test are flattened float images scaled to [0, 1]; Y_train is one-hot."""
+    """X_train, X_test are flattened float32 images scaled to [0, 1]; Y_train is float32 one-hot."""
     for name, rows in (("X_train", 4000), ("X_test", 1000)):
-        X = assert_shape(student.get(name), (rows, 784), what=name,
+        raw = student.get(name)
+        X = assert_shape(raw, (rows, 784), what=name,
                          fix="Flatten each 28x28 image into one row of 784 values: "
                              "x.reshape(-1, 784).")
+        dtype = _dtype(raw)
+        if dtype is not None and dtype != np.float32:
+            raise CheckFailed(
+                f"`{name}` holds {dtype} values; Q1 asks for float32 (the dtype of the "
+                "tf.Variables W and b: tf.matmul does not mix float64 and float32). Use "
+                ".astype(\"float32\") before dividing by 255.",
+                expected="float32", found=str(dtype))
         low, high = float(X.min()), float(X.max())
         if low < 0.0 or high > 1.0 or high <= 0.0:
             raise CheckFailed(
                 f"`{name}` has values from {low:.4g} to {high:.4g}; expected pixel values scaled "
                 "to [0, 1]. Convert to float32 and divide by 255.",
                 expected="values in [0, 1]", found=f"[{low:.4g}, {high:.4g}]")
-    Y = assert_shape(student.get("Y_train"), (4000, 10), what="Y_train",
+    raw = student.get("Y_train")
+    Y = assert_shape(raw, (4000, 10), what="Y_train",
                      fix="One-hot encode the labels: np.eye(10, dtype='float32')[y_train].")
+    if _dtype(raw) is not None and _dtype(raw) != np.float32:
+        raise CheckFailed(f"`Y_train` holds {_dtype(raw)} values; Q1 asks for a float32 one-hot "
+                          "array: np.eye(10, dtype='float32')[y_train].",
+                          expected="float32", found=str(_dtype(raw)))
     if not (np.all((Y == 0) | (Y == 1)) and np.all(Y.sum(axis=1) == 1)):
         raise CheckFailed("`Y_train` is not one-hot: expected a single 1 in each row and 0 "
                           "elsewhere. Use np.eye(10, dtype='float32')[y_train].")
@@ -112,6 +131,77 @@ def check_train_step_updates_in_place(student, expected):
                     rtol=0, atol=1e-7, fix="With X = 0 the gradient for W is 0: W must not move.")
 
 
+TAPE_CODE = """
+import tensorflow as tf
+calls = []
+original = ns["cross_entropy"]
+def scaled_cross_entropy(Y_true, Y_pred):
+    calls.append(1)
+    return scale * original(Y_true, Y_pred)
+# the namespace train_step looks its names up in (the notebook's, unless it was defined
+# elsewhere and only imported)
+spaces = [ns, getattr(ns["train_step"], "__globals__", ns)]
+saved = [space.get("cross_entropy") for space in spaces]
+for space in spaces:
+    space["cross_entropy"] = scaled_cross_entropy
+try:
+    W = tf.Variable(W0)
+    b = tf.Variable(b0)
+    ns["train_step"](X, Y, W, b, learning_rate)
+finally:
+    for space, value in reversed(list(zip(spaces, saved))):
+        space["cross_entropy"] = value
+result = {"calls": len(calls), "W": W.numpy(), "b": b.numpy()}
+"""
+TAPE_SCALE = 3.0
+
+
+@check("q5.gradients_from_tape", points=1)
+def check_gradients_from_tape(student, expected):
+    """train_step follows the gradient of the loss it computes (tf.GradientTape), not a
+    formula derived by hand: with `cross_entropy` replaced by 3 * cross_entropy for one
+    call, the step must be 3 times larger."""
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0.0, 1.0, (6, 784)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    Y = np.eye(10, dtype=np.float32)[labels]
+    learning_rate = 0.1
+    out = student.evaluate(
+        TAPE_CODE, what="train_step(X, Y, W, b, 0.1) with cross_entropy scaled by 3",
+        X=X, Y=Y, W0=np.zeros((784, 10), dtype=np.float32), b0=np.zeros(10, dtype=np.float32),
+        learning_rate=learning_rate, scale=TAPE_SCALE)
+    if not out["calls"]:
+        raise CheckFailed(
+            "`train_step` never called your `cross_entropy`; Q5 asks to compute the loss "
+            "`cross_entropy(Y, forward(X, W, b))` inside a `tf.GradientTape` and to take its "
+            "gradients with `tape.gradient`.",
+            expected="train_step calls cross_entropy", found="no call")
+    # From W = 0, b = 0 every class has probability 1/10: the gradient of the mean
+    # cross-entropy is X^T (P - Y) / N for W and mean(P - Y) for b. Each parameter that
+    # moved along that gradient says by how much: 3 times (the step follows the loss
+    # computed) or once (a formula that ignores it). Any other step is a mistake the
+    # value checks of Q5 charge, not this one.
+    error = np.full_like(Y, 0.1) - Y
+    gradients = {"W": X.T @ error / len(X), "b": error.mean(axis=0)}
+    ratios = {}
+    for name, gradient in gradients.items():
+        step = -np.asarray(out[name], dtype=np.float64) / learning_rate
+        if step.shape != gradient.shape or not np.all(np.isfinite(step)):
+            continue
+        ratio = float(np.sum(step * gradient) / np.sum(gradient * gradient))
+        if np.allclose(step, ratio * gradient, rtol=1e-3, atol=1e-6):
+            ratios[name] = abs(ratio)
+    if any(np.isclose(ratio, TAPE_SCALE, rtol=1e-3) for ratio in ratios.values()):
+        return
+    if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
+        raise CheckFailed(
+            "With `cross_entropy` replaced by 3 * cross_entropy, `train_step` made the same "
+            "step as with the plain cross-entropy: its gradients do not come from the loss it "
+            "computes (a formula written by hand?). Q5 asks for the gradients of the loss from "
+            "`tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
+            expected="a step 3 times larger", found="the same step")
+
+
 @check("q6.parameters_defined", points=1)
 def check_parameters_defined(student, expected):
     """W and b are tf.Variables of shapes (784, 10) and (10,), and were trained."""
@@ -126,3 +216,39 @@ def check_parameters_defined(student, expected):
     if not np.any(W != 0):
         raise CheckFailed("`W` is still all zeros; expected trained weights. Run your training "
                           "loop (it must update W and b through train_step).")
+
+
+TRAINED_ON = """
+import numpy as np
+result = {name: np.asarray(ns[name])[:1000] for name in ("X_train", "y_train", "X_test", "y_test")}
+"""
+@check("q6.trained_on_training_images", points=1)
+def check_trained_on_training_images(student, expected):
+    """W and b were trained on X_train, not on the test images."""
+    # (X_train holding test images changes its shape: q1.data_prepared charges that.)
+    names = student.names()
+    missing = [name for name in ("X_train", "X_test", "y_train", "y_test", "W", "b")
+               if name not in names]
+    if missing:
+        raise CheckFailed(f"No variable(s) {', '.join(missing)} in your notebook; Q6 trains W "
+                          "and b on X_train (Q1) and the notebook evaluates them on X_test.")
+    found = student.evaluate(TRAINED_ON, what="X_train, y_train, X_test and y_test")
+    W = np.asarray(student.get("W"), dtype=np.float64)
+    b = np.asarray(student.get("b"), dtype=np.float64)
+    if W.shape != (784, 10) or b.shape != (10,):
+        return  # q6.parameters_defined reports the shapes
+    scores = {}
+    for images, labels in (("X_train", "y_train"), ("X_test", "y_test")):
+        X = np.asarray(found[images], dtype=np.float64).reshape(-1, 784)
+        scores[images] = memorised(X @ W + b, found[labels])
+    train, test = scores["X_train"], scores["X_test"]
+    if train is None or test is None:
+        return  # q1.data_prepared reports the data
+    if looks_trained_on_test(train, test):
+        raise CheckFailed(
+            f"Your W, b know `X_test` better than `X_train`: accuracy {test[0]:.3f} against "
+            f"{train[0]:.3f}, cross-entropy {test[1]:.3f} against {train[1]:.3f}. They look "
+            "trained on the test images. Q6: call train_step on mini-batches of X_train and "
+            "Y_train only.",
+            expected="X_test classified no better than X_train",
+            found=f"accuracy test {test[0]:.3f}, train {train[0]:.3f}")

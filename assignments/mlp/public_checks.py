@@ -8,10 +8,12 @@ the reference solution.
 
 from grader.checks import check
 from grader.errors import CheckFailed
-from grader.keras_checks import (array_summaries, describe, layer_classes,
+from grader.keras_checks import (RELU_FAMILY, array_summaries, behaviour, describe, is_flatten,
+                                 layer_listing, nonlinearity, outputs_are_probabilities,
                                  require_10_outputs, require_activation_matches_loss,
-                                 require_crossentropy_loss, require_input_shape,
-                                 require_model_scores_images, require_pixels_scaled)
+                                 require_adam_and_accuracy, require_crossentropy_loss,
+                                 require_input_shape, require_model_scores_images,
+                                 require_pixels_scaled, require_trained_on_training_images)
 
 IMAGE_SHAPE = (28, 28)
 
@@ -45,31 +47,47 @@ def check_input_shape(student, expected):
 def check_flatten_and_hidden_dense(student, expected):
     """The model flattens the image, then has at least one hidden Dense layer with ReLU."""
     description = describe(student)
-    classes = layer_classes(description)
-    listing = "[" + ", ".join(classes) + "]"
-    if "Flatten" not in classes:
+    layers = [layer for layer in description["layers"] if layer["class"] != "InputLayer"]
+    listing = layer_listing(description)
+    flatten = [i for i, layer in enumerate(layers) if is_flatten(layer)]
+    dense = [i for i, layer in enumerate(layers) if layer["class"] == "Dense"]
+    if not flatten:
         raise CheckFailed(
             f"The model's layers are {listing}: there is no Flatten layer. Without it the Dense "
             "layers act on each row of the 28x28 image separately. Add `layers.Flatten()` right "
             "after the input.", expected="a Flatten layer", found=listing)
-    if "Dense" in classes and classes.index("Dense") < classes.index("Flatten"):
+    if dense and dense[0] < flatten[0]:
         raise CheckFailed(
             f"The model's layers are {listing}: a Dense layer comes before the Flatten layer. "
             "Put `layers.Flatten()` first, right after the input.",
             expected="Flatten before the Dense layers", found=listing)
-    dense = [layer for layer in description["layers"] if layer["class"] == "Dense"]
-    hidden = dense[:-1]
+    hidden = [layers[i] for i in dense[:-1]]
     if not hidden:
         raise CheckFailed(
             f"The model's layers are {listing}: no hidden Dense layer before the output layer. "
             "Add at least one `layers.Dense(units, activation=\"relu\")` between Flatten and "
             "the output layer.", expected="a hidden Dense layer", found=listing)
-    if not any(layer.get("activation") == "relu" for layer in hidden):
-        found = ", ".join(str(layer.get("activation")) for layer in hidden)
+    measured = behaviour(description)
+    outputs = measured.get("outputs") or {}
+    activations = [str(layer.get("activation")) for layer in hidden]
+    if len(outputs) == 4 and outputs["a"].ndim == 2:
+        # Measured, not read: an affine model has no working hidden non-linearity however
+        # its layers are spelt (a Lambda or a custom layer can apply relu too).
+        linear = nonlinearity(outputs, outputs_are_probabilities(outputs["a"])) < 1e-3
+        if linear:
+            raise CheckFailed(
+                f"The model's layers are {listing}: the model computes an affine function of "
+                "its input (measured: f(a + b) - f(a) - f(b) + f(0) = 0), so the hidden layers "
+                "add nothing a single Dense layer could not do. Give the hidden Dense layers "
+                "`activation=\"relu\"` (or follow them with `layers.ReLU()`).",
+                expected="a hidden Dense layer with relu", found=listing)
+        if all(name == "linear" for name in activations):
+            return  # non-linear by measurement, through a layer we cannot name
+    if not any(name in RELU_FAMILY for name in activations):
         raise CheckFailed(
-            f"The hidden Dense layers use activation(s) {found}; expected `relu`. Without a "
-            "non-linear activation the hidden layers add nothing. Use "
-            "`layers.Dense(units, activation=\"relu\")`.", expected="relu", found=found)
+            f"The hidden Dense layers use activation(s) {', '.join(activations)}; Q2 asks for "
+            "`relu`. Use `layers.Dense(units, activation=\"relu\")`.",
+            expected="relu", found=", ".join(activations))
 
 
 @check("q2.output_shape", points=1)
@@ -91,8 +109,20 @@ def check_output_activation_matches_loss(student, expected):
     require_activation_matches_loss(describe(student))
 
 
+@check("q2.adam_and_accuracy_metric", points=1)
+def check_adam_and_accuracy_metric(student, expected):
+    """The model is compiled with the Adam optimizer and `metrics=["accuracy"]`."""
+    require_adam_and_accuracy(describe(student))
+
+
 # -- Q3 ---------------------------------------------------------------------------------
 @check("q3.model_outputs_10_scores", points=1)
 def check_model_outputs_10_scores(student, expected):
     """The global `model` maps a batch of (28, 28) images to 10 finite scores each."""
     require_model_scores_images(student, IMAGE_SHAPE)
+
+
+@check("q3.trained_on_training_images", points=1)
+def check_trained_on_training_images(student, expected):
+    """`model` was trained on `x_train`, not on the test images."""
+    require_trained_on_training_images(student)

@@ -208,7 +208,7 @@ def run_seeds(name: str, course_root: Path, seeds: Iterable[int], options, *,
               progress=None) -> list[RunRecord]:
     """Grade the reference (or ``notebook``) once per seed, ``workers`` kernels at a time
     (worker processes); the records come back in seed order."""
-    from .runner import _die_with_coordinator
+    from .worker import die_with_coordinator
 
     seeds = list(seeds)
     options = replace(options, kernel_env=(*DETERMINISM_ENV, *options.kernel_env))
@@ -218,7 +218,7 @@ def run_seeds(name: str, course_root: Path, seeds: Iterable[int], options, *,
     context = multiprocessing.get_context("fork")
     try:
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(seeds) or 1)),
-                                 mp_context=context, initializer=_die_with_coordinator) as pool:
+                                 mp_context=context, initializer=die_with_coordinator) as pool:
             futures = {pool.submit(_grade_seed, str(course_root), name,
                                    str(notebook) if notebook else None, options, seed): seed
                        for seed in seeds}

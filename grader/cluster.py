@@ -3,7 +3,7 @@
 The coordinator (the ``grader run`` process) keeps everything it keeps locally:
 discovery, the cache, ``OUT/`` and the gradebook. Only the grading moves: each
 pending submission becomes one Dask task that calls the same
-:func:`grader.runner._grade_in_worker` (the same sandboxed executor) on a worker.
+:func:`grader.worker.grade_found` (the same sandboxed executor) on a worker.
 Results stream back with :func:`distributed.as_completed` and go to the same
 ``finish`` callback as a local run, so each is written the moment it arrives.
 
@@ -52,6 +52,7 @@ from .discovery import Submission
 from .errors import ConfigurationError
 from .executor import MAX_SUBMISSION_FOLDER_BYTES, GradeOptions, unscored_result
 from .results import Status, SubmissionResult
+from .worker import grade_found, outcome
 
 CONNECT_TIMEOUT_S = 30
 WORKERS_TIMEOUT_S = 120
@@ -167,14 +168,12 @@ def _collect(future, submission: Submission, assignment: Assignment,
 
 def _grader_error(error: BaseException, submission: Submission, assignment: Assignment,
                   options: GradeOptions) -> SubmissionResult:
-    from .runner import _outcome
-
     if isinstance(error, asyncio.CancelledError) or type(error).__name__.endswith("Cancelled"):
         error = RuntimeError("its Dask task was cancelled (the scheduler restarted or lost "
                              "it); run the same command again to retry it")
     failed: Future = Future()
     failed.set_exception(error if isinstance(error, Exception) else RuntimeError(str(error)))
-    return _outcome(failed, submission, assignment, options)
+    return outcome(failed, submission, assignment, options)
 
 
 # --- what travels ------------------------------------------------------------------------
@@ -281,8 +280,6 @@ def _worker_number() -> int:
 def _grade_remote(course_blob: bytes, folder: str, options: GradeOptions, submission: Submission,
                   files: dict[str, bytes | str] | None) -> tuple[SubmissionResult, bytes | None]:
     """The Dask task: unpack, grade with the same worker function as a local run, send back."""
-    from .runner import _grade_in_worker
-
     course = _unpacked_course(course_blob)
     with tempfile.TemporaryDirectory(prefix="tf-grader-task-") as temp:
         local = submission
@@ -300,7 +297,7 @@ def _grade_remote(course_blob: bytes, folder: str, options: GradeOptions, submis
             local = replace(submission, path=Path(temp) / "missing" / submission.path.name)
         kernel_options = replace(_next_kernel_options(options),
                                  executed_dir=Path(temp) / "executed")
-        result = _grade_in_worker(str(course), folder, kernel_options, local)
+        result = grade_found(str(course), folder, kernel_options, local)
         executed = None
         if result.executed_notebook and Path(result.executed_notebook).is_file():
             executed = Path(result.executed_notebook).read_bytes()

@@ -59,8 +59,7 @@ import json
 import re
 from pathlib import Path
 
-from .reports import feedback_filename
-from .results import CheckResult, Status, SubmissionResult
+from .results import CheckResult, Status, SubmissionResult, feedback_filename
 
 __all__ = [
     "CANVAS_COLUMNS",

@@ -43,7 +43,8 @@ import jinja2
 import nbformat
 from markupsafe import Markup
 
-from .results import CheckResult, Status, SubmissionResult
+from .exports import write_exports
+from .results import CheckResult, Status, SubmissionResult, feedback_filename
 
 __all__ = [
     "FLAGGED",
@@ -70,21 +71,9 @@ FLAGGED = (Status.TIMEOUT, Status.MEMORY, Status.CRASHED, Status.INVALID, Status
 _TEMPLATES = Path(__file__).parent / "templates"
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
 
 
 # ---------------------------------------------------------------- small helpers
-
-def feedback_filename(student_id: str) -> str:
-    """A file name for ``student_id`` that is safe on every file system and in a URL.
-
-    Ordinary ids (letters, digits, ``._@+-``) are kept as they are; anything else is
-    replaced and a short hash keeps different ids apart."""
-    if _SAFE_NAME.fullmatch(student_id) and not student_id.endswith("."):
-        return student_id
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", student_id)[:60].strip("._") or "student"
-    return f"{slug}-{hashlib.sha256(student_id.encode()).hexdigest()[:10]}"
-
 
 def script_json(data: Any) -> Markup:
     """JSON safe to put inside ``<script type="application/json">``: ``<``, ``>``, ``&``
@@ -680,8 +669,6 @@ def rebuild(out_dir: Path, history: dict | None = None, *,
 
     ``feedback_written``: students whose page is already up to date (written by a
     :class:`FeedbackWriter` during the run); only the others' pages are rendered."""
-    from .exports import write_exports
-
     out_dir = Path(out_dir)
     results = load_results(out_dir)
     names = Counter(r.assignment for r in results)

@@ -9,7 +9,9 @@ and scale-out code build on it.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -140,3 +142,18 @@ def total_score(checks: tuple[CheckResult, ...] | list[CheckResult]) -> tuple[fl
         round(sum(c.score for c in checks), 6),
         round(sum(c.points for c in checks), 6),
     )
+
+
+# Student ids as file names (feedback pages, export folders): ordinary ids are kept.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
+
+
+def feedback_filename(student_id: str) -> str:
+    """A file name for ``student_id`` that is safe on every file system and in a URL.
+
+    Ordinary ids (letters, digits, ``._@+-``) are kept as they are; anything else is
+    replaced and a short hash keeps different ids apart."""
+    if _SAFE_NAME.fullmatch(student_id) and not student_id.endswith("."):
+        return student_id
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", student_id)[:60].strip("._") or "student"
+    return f"{slug}-{hashlib.sha256(student_id.encode()).hexdigest()[:10]}"

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -34,23 +33,14 @@ from typing import Callable
 
 import psutil
 
-from . import __version__, devices
-from .assignment import Assignment, load_assignment
+from . import __version__, devices, worker
+from .assignment import Assignment
 from .data import cache_root
 from .discovery import Submission, discover
 from .errors import InvalidSubmission
-from .executor import (GradeOptions, _now, cache_key, grade_submission, read_submission_bytes,
-                       time_bound_s, unscored_result)
-from .kernels import ZYGOTE_START_TIMEOUT_S
+from .executor import (GradeOptions, _now, cache_key, read_submission_bytes)
 from .gradebook import Gradebook
 from .results import Status, SubmissionResult
-
-# The executor frees a worker within time_bound_s whatever a notebook does. A worker still
-# busy this long past that bound is stuck in the grader itself: it exits, and the batch goes
-# on without it (see _grade_pending). Generous: a worker's first kernel may wait for its
-# zygote to start, which the bound does not count.
-STUCK_WORKER_ALLOWANCE_S = ZYGOTE_START_TIMEOUT_S + 60.0
-STUCK_WORKER_EXIT_CODE = 70
 
 GRADES_COLUMNS = ["student_id", "assignment", "score", "max_score", "status", "message",
                   "duration_s", "graded_at"]
@@ -80,43 +70,6 @@ def default_workers(memory_mb: int, gpus: int = 0) -> int:
     if gpus:
         limit = min(limit, gpus)
     return max(1, limit)
-
-
-def _die_with_coordinator() -> None:
-    """Worker initializer: if the coordinator is killed (even SIGKILL), take the worker down
-    too, and with it the sandbox (bubblewrap runs --die-with-parent)."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _grade_in_worker(course_root: str, assignment_name: str, options: GradeOptions,
-                     submission: Submission) -> SubmissionResult:
-    assignment = load_assignment(assignment_name, Path(course_root))
-    if submission.path is None:
-        return _invalid(submission, assignment, options)
-    # The last resort, for a bug of ours: a worker stuck on one submission ends itself
-    # (its kernels die with it), and the coordinator retries what it held.
-    stuck = threading.Timer(time_bound_s(assignment, options) + STUCK_WORKER_ALLOWANCE_S,
-                            os._exit, args=(STUCK_WORKER_EXIT_CODE,))
-    stuck.daemon = True
-    stuck.start()
-    try:
-        return grade_submission(submission.path, assignment, options, submission.student_id,
-                                with_folder=submission.folder)
-    finally:
-        stuck.cancel()
-
-
-def _invalid(submission: Submission, assignment: Assignment,
-             options: GradeOptions) -> SubmissionResult:
-    return unscored_result(assignment, options, submission.student_id, Status.INVALID,
-                           submission.problem, str(submission.source or ""))
 
 
 class ResultStore:
@@ -333,7 +286,7 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
     while queue:
         in_flight: dict[Future, Submission] = {}
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=_die_with_coordinator) as pool:
+                                 initializer=worker.die_with_coordinator) as pool:
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < workers:
@@ -341,7 +294,7 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                         # A kernel started ahead is wasted when nothing is left to grade.
                         task_options = replace(kernel_options(),
                                                warm_kernels=options.warm_kernels and len(queue) > 1)
-                        future = pool.submit(_grade_in_worker, course_root, assignment.name,
+                        future = pool.submit(worker.grade_found, course_root, assignment.name,
                                              task_options, submission)
                         queue.pop(0)  # only once submitted: a broken pool refuses it (below)
                         attempts[submission.student_id] += 1
@@ -353,7 +306,7 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                             broken = True  # a worker died: what it held is retried below
                             continue
                         submission = in_flight.pop(future)
-                        finish(_outcome(future, submission, assignment, options), False)
+                        finish(worker.outcome(future, submission, assignment, options), False)
                     if broken:
                         raise BrokenProcessPool("a grading worker died")
             except BrokenProcessPool:
@@ -363,18 +316,8 @@ def _grade_pending(pending: list[Submission], assignment: Assignment, options: G
                     else:
                         failed: Future = Future()
                         failed.set_exception(RuntimeError("the grading worker died twice"))
-                        finish(_outcome(failed, submission, assignment, options), False)
+                        finish(worker.outcome(failed, submission, assignment, options), False)
                 in_flight.clear()
-
-
-def _outcome(future: Future, submission: Submission, assignment: Assignment,
-             options: GradeOptions) -> SubmissionResult:
-    try:
-        return future.result()
-    except Exception as error:  # noqa: BLE001 - one bad submission never hurts the batch
-        message = f"The grader failed on this submission ({type(error).__name__}: {error})."
-        return unscored_result(assignment, options, submission.student_id, Status.GRADER_ERROR,
-                               message, str(submission.path or ""))
 
 
 def _scratch(out_dir: Path) -> Path:

@@ -322,9 +322,9 @@ def test_a_worker_stuck_in_the_grader_ends_and_the_batch_goes_on(tmp_path, toy, 
     """The last resort, for a bug of the grader's own (a wait that killing the kernel does
     not end): the stuck worker exits, its submission is retried once, then reported, and
     every other submission is still graded."""
-    from grader import runner
+    from grader import worker
 
-    real = runner.grade_submission
+    real = worker.grade_submission
 
     def stuck_on_one(path, assignment, options, student_id, **kwargs):
         if student_id == "a_stuck":
@@ -332,9 +332,9 @@ def test_a_worker_stuck_in_the_grader_ends_and_the_batch_goes_on(tmp_path, toy, 
         return real(path, assignment, options, student_id, **kwargs)
 
     # The workers are forked from this process, so they see the patched module.
-    monkeypatch.setattr(runner, "grade_submission", stuck_on_one)
-    monkeypatch.setattr(runner, "time_bound_s", lambda *args: 0.0)
-    monkeypatch.setattr(runner, "STUCK_WORKER_ALLOWANCE_S", 0.5)
+    monkeypatch.setattr(worker, "grade_submission", stuck_on_one)
+    monkeypatch.setattr(worker, "time_bound_s", lambda *args: 0.0)
+    monkeypatch.setattr(worker, "STUCK_WORKER_ALLOWANCE_S", 0.5)
     submissions = tmp_path / "subs"
     submissions.mkdir()
     for name in ("a_stuck", "b_empty", "c_empty"):

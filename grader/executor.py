@@ -42,6 +42,7 @@ from nbclient.exceptions import DeadKernelError
 from . import __version__, data, kernels
 from .assignment import Assignment, Limits
 from .checks import run_checks
+from .cleanroom import CleanRoom, run_in_loop
 from .errors import DataUnavailable, InvalidSubmission
 from .probe import KernelTransport, Student
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
@@ -483,7 +484,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir)
+            checks = await _run_checks_against(km, assignment, options, io_dir, setup)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -587,7 +588,7 @@ def _student_traceback(lines: list[str]) -> str:
 
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path) -> list[CheckResult]:
+                              io_dir: Path, setup: _KernelSetup | None = None) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -599,9 +600,13 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     def alive() -> bool:
         return asyncio.run_coroutine_threadsafe(km.is_alive(), loop).result(timeout=10)
 
+    cleanroom = None
     try:
         transport = KernelTransport(kc, interrupt, io_dir / "_grader_probe.py")
         student = Student(transport, io_dir / "probes")
+        if setup is not None and not options.public_only:
+            # Graded runs only: models are rebuilt and measured there (grader.cleanroom).
+            cleanroom = student.cleanroom = _clean_room_for(setup, loop)
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:
@@ -612,6 +617,46 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         return await asyncio.to_thread(run_checks, items, student, expected, alive)
     finally:
         kc.stop_channels()
+        if cleanroom is not None:
+            await asyncio.to_thread(cleanroom.close)
+
+
+def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> CleanRoom:
+    """A clean room for one submission: a kernel of the same setup (so a prepared one forks
+    from the same zygote) with an empty working folder, started when a check first needs
+    it (from the checks' thread), killed with its folders when the checks are done."""
+    state: dict = {}
+
+    def start() -> Student:
+        kernel = state["kernel"] = _Kernel(setup)
+        run_in_loop(kernel.launch(), loop, timeout=120)
+        watchdog = state["watchdog"] = Watchdog(kernel.process.pid, setup.memory_mb,
+                                                setup.max_processes)
+        watchdog.start()
+        kc = state["kc"] = BlockingKernelClient()
+        kc.load_connection_info(kernel.km.get_connection_info())
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+
+        def interrupt() -> None:
+            run_in_loop(kernel.km.interrupt_kernel(), loop, timeout=10)
+
+        transport = KernelTransport(kc, interrupt, kernel.io_dir / "_grader_probe.py")
+        return Student(transport, kernel.io_dir / "probes")
+
+    def close() -> None:
+        if "kc" in state:
+            state["kc"].stop_channels()
+        if "watchdog" in state:
+            state["watchdog"].stop()
+        if "kernel" in state:
+            state["kernel"].discard()
+            try:
+                run_in_loop(state["kernel"].km._async_cleanup_resources(), loop, timeout=10)
+            except Exception:  # noqa: BLE001 - the process tree is gone either way
+                pass
+
+    return CleanRoom(start, close)
 
 
 async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:

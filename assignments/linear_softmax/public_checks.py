@@ -15,7 +15,7 @@ LN2 = float(np.log(2.0))
 @check("q1.data_prepared", points=1)
 def check_data_prepared(student, expected):
     """X_train, X_test are flattened float images scaled to [0, 1]; Y_train is one-hot."""
-    for name, rows in (("X_train", 4000), ("X_test", 1000)):
+    for name, rows in (("X_train", 4000), ("X_test", 500)):  # x_test: the 500-image dev set
         X = assert_shape(student.get(name), (rows, 784), what=name,
                          fix="Flatten each 28x28 image into one row of 784 values: "
                              "x.reshape(-1, 784).")

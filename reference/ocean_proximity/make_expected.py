@@ -11,6 +11,9 @@ as the notebook asks and writes
   - ``test_index``: the row numbers (in housing.csv) of the 4,128 test districts; the
     hidden quality check reads those rows and their labels from the CSV itself, so no data
     is stored here;
+  - ``train_medians``, ``train_means``, ``train_stds``: the reference preprocessing (median
+    imputation, then standard scaling with ddof=0) fitted on the training split, which the
+    hidden quality check applies itself to the (perturbed) test districts;
   - ``preprocess_rows``: 14 synthetic raw districts (9 numeric columns, some with a missing
     ``total_bedrooms``), drawn with a fixed seed within the ranges of the training set;
   - ``preprocess_expected``: those rows after median imputation and standard scaling fitted
@@ -113,8 +116,15 @@ def expected_arrays(housing: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict]
     index = split_index(len(housing))
     train = features.iloc[index["train"]]
     rows = hidden_rows(train)
+    medians = train.median()
+    filled = train.fillna(medians)
     arrays = {
         "test_index": index["test"].astype(np.int64),
+        # The grader's own preprocessing for q5 (median imputation + standard scaling, ddof=0,
+        # fitted on the training split): the clean room gets these inputs, not preprocess's.
+        "train_medians": medians.to_numpy(dtype=np.float64),
+        "train_means": filled.mean().to_numpy(dtype=np.float64),
+        "train_stds": filled.std(ddof=0).to_numpy(dtype=np.float64),
         "preprocess_rows": rows.to_numpy(dtype=np.float64),
         "preprocess_expected": fitted_transform(train)(rows),
     }

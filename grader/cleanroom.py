@@ -285,8 +285,9 @@ def _check_layer(layer: Any, allowed: frozenset[str], problems: list[str],
         if value is not None and (not isinstance(value, int) or not 0 < value <= MAX_UNITS):
             problems.append(f"`{name}` with {key}={_text(value)}")
     activation = config.get("activation")
-    if activation is not None and activation not in ACTIVATIONS:
-        problems.append(f"activation {_text(activation)} in `{name}`")
+    if activation is not None and (not isinstance(activation, str)
+                                   or activation not in ACTIVATIONS):
+        problems.append(f"activation {_cap(json.dumps(activation), 80)} in `{name}`")
     _check_support(config, problems, f"`{name}`")
     _check_support(layer.get("inbound_nodes"), problems, f"`{name}`", tensors_ok=True)
 

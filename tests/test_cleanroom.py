@@ -207,3 +207,23 @@ def test_a_result_far_above_the_reference_is_flagged_not_failed():
     flagged = flag_for_review({"value": 0.995}, band)
     assert flagged["review_above"] == pytest.approx(0.94)
     assert "trained on the graded data" in flagged["review"]
+
+
+def test_the_dashboard_lists_results_flagged_for_review(tmp_path):
+    from grader.reports import write_dashboard
+    from grader.results import CheckResult, Status, SubmissionResult
+
+    def result(student, metric):
+        check = CheckResult(id="q3.test_accuracy", question="q3", points=2, score=2,
+                            passed=True, hidden=True, message="", metric=metric)
+        return SubmissionResult(student_id=student, assignment="mlp", status=Status.OK,
+                                message="", score=2, max_score=2, checks=(check,))
+
+    band = {"name": "test_accuracy", "low": 0.88, "high": None, "reference": [0.9, 0.91]}
+    page = write_dashboard([
+        result("honest", {**band, "value": 0.9}),
+        result("suspicious", {**band, "value": 0.999, "review": "0.9990 is above 0.9400"}),
+    ], tmp_path).read_text()
+    assert 'id="reviews"' in page and "0.9990 is above 0.9400" in page
+    reviews = page[page.index('id="reviews"'):page.index("</table>", page.index('id="reviews"'))]
+    assert "suspicious" in reviews and "honest" not in reviews

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -390,6 +391,9 @@ class CleanRoom:
         self._loaded: dict[str, dict] = {}  # digest -> description of the rebuilt model
         self.memo: dict[str, Any] = {}  # per-submission cache for the checks' helpers
         self.started = False
+        # seconds spent, for the result's timings: start (the kernel), export (in the student's
+        # kernel: see grader.keras_checks.export_model), rebuild, predict
+        self.timings: dict[str, float] = {}
 
     @property
     def student(self):
@@ -397,22 +401,31 @@ class CleanRoom:
             raise RuntimeError(f"the clean room could not start: {self._failed}")
         if self._student is None:
             self.started = True
+            started = time.perf_counter()
             try:
                 self._student = self._start()
             except Exception as error:
                 self._failed = error
                 raise
+            finally:
+                self.add_time("start", time.perf_counter() - started)
         return self._student
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
     def load(self, model: ExportedModel, allowed: frozenset[str], what: str) -> dict:
         """Rebuild ``model`` in the clean room; return ``describe_model`` of the result, with
         the compile facts read from the config."""
         if model.digest in self._loaded:
             return self._loaded[model.digest]
-        answer = self.student.evaluate(REBUILD, config=model.config_text,
+        student = self.student
+        started = time.perf_counter()
+        answer = student.evaluate(REBUILD, config=model.config_text,
                                        weights=list(model.weights), key=model.digest,
                                        allowed=sorted(allowed), what=f"rebuilding {what}",
                                        timeout=120)
+        self.add_time("rebuild", time.perf_counter() - started)
         if "foreign" in answer:
             raise ModelRefused(f"{what} rebuilt into layers that are not Keras' own: "
                                f"{', '.join(answer['foreign'])}. Use only `keras.layers`.")
@@ -431,9 +444,11 @@ class CleanRoom:
         """Raw scores of the rebuilt ``model`` (loaded first) on ``inputs``."""
         if model.digest not in self._loaded:
             raise RuntimeError("load() the model into the clean room before predict()")
-        scores = self.student.evaluate(PREDICT, key=model.digest, x=inputs,
-                                       batch=PREDICT_BATCH, what="the rebuilt model's scores",
-                                       timeout=120)
+        student = self.student
+        started = time.perf_counter()
+        scores = student.evaluate(PREDICT, key=model.digest, x=inputs, batch=PREDICT_BATCH,
+                                  what="the rebuilt model's scores", timeout=120)
+        self.add_time("predict", time.perf_counter() - started)
         return np.asarray(scores)
 
     def close(self) -> None:

@@ -484,7 +484,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir, setup)
+            checks = await _run_checks_against(km, assignment, options, io_dir, setup, timings)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -588,7 +588,8 @@ def _student_traceback(lines: list[str]) -> str:
 
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path, setup: _KernelSetup | None = None) -> list[CheckResult]:
+                              io_dir: Path, setup: _KernelSetup | None = None,
+                              timings: dict[str, float] | None = None) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -618,7 +619,12 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     finally:
         kc.stop_channels()
         if cleanroom is not None:
+            closing = time.perf_counter()
             await asyncio.to_thread(cleanroom.close)
+            if cleanroom.started:
+                cleanroom.add_time("close", time.perf_counter() - closing)
+            if timings is not None:
+                timings.update({f"cleanroom_{k}": v for k, v in cleanroom.timings.items()})
 
 
 def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> CleanRoom:

@@ -9,6 +9,8 @@ predictions on inputs written by the grader) and judges it in the grader, raisin
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from . import data
@@ -244,7 +246,12 @@ def export_model(student, which: str, allowed: frozenset[str]) -> ExportedModel:
     if key in memo:
         return memo[key]
     what = MODEL_NAMES[which]
-    found = student.evaluate(EXPORT, which=which, what=f"exporting {which}")
+    started = time.perf_counter()
+    try:
+        found = student.evaluate(EXPORT, which=which, what=f"exporting {which}")
+    finally:
+        if hasattr(student, "cleanroom"):
+            student.cleanroom.add_time("export", time.perf_counter() - started)
     if isinstance(found, dict) and found.get("missing"):
         if which == "build_model":
             raise CheckFailed("No function `build_model` in your notebook. Define "

@@ -248,7 +248,8 @@ def export_model(student, which: str, allowed: frozenset[str]) -> ExportedModel:
     what = MODEL_NAMES[which]
     started = time.perf_counter()
     try:
-        found = student.evaluate(EXPORT, which=which, what=f"exporting {which}")
+        found = student.evaluate(EXPORT, which=which,
+                                 what="build_model()" if which == "build_model" else which)
     finally:
         if hasattr(student, "cleanroom"):
             student.cleanroom.add_time("export", time.perf_counter() - started)
@@ -329,7 +330,8 @@ def holdout_accuracy(student, expected, prepare, *, allowed: frozenset[str],
     images, labels = data.mnist_holdout()
     seed = seed_for(model)
     inputs = prepare(data.perturb_images(images, seed))
-    what = f"the rebuilt model's scores for {len(labels)} held-out images of shape {image_shape}"
+    # Run in the clean room, on the model rebuilt from `model`'s config and weights.
+    what = f"model.predict(held-out images of shape {tuple(inputs.shape)})"
     scores = assert_shape(student.cleanroom.predict(model, inputs), (len(labels), CLASSES),
                           what=what,
                           fix="The model must return 10 scores (one per digit) for each image.")

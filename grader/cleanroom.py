@@ -348,6 +348,8 @@ def _cap(text: str, limit: int) -> str:
 
 
 # -- architecture identity ------------------------------------------------------------------
+# Not architecture: names, and what building (training) a model adds to its config.
+IGNORED_KEYS = frozenset({"name", "build_config", "build_input_shape"})
 def architecture(model: ExportedModel) -> Any:
     """The config without names (layer and model names, and the references to them in a
     functional graph, replaced by positions): two models built by the same code compare
@@ -361,14 +363,18 @@ def architecture(model: ExportedModel) -> Any:
 
     def canonical(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: canonical(v) for k, v in node.items() if k != "name"}
+            return {k: canonical(v) for k, v in node.items() if k not in IGNORED_KEYS}
         if isinstance(node, list):
-            return [canonical(v) for v in node]
+            # A Sequential started without keras.Input gains its InputLayer when it is first
+            # built (trained): the same code, built or not, must compare equal.
+            return [canonical(v) for v in node
+                    if not (isinstance(v, dict) and v.get("class_name") == "InputLayer"
+                            and model.config.get("class_name") == "Sequential")]
         if isinstance(node, str) and node in names:
             return names[node]
         return node
 
-    return canonical({k: v for k, v in model.config.items() if k != "build_config"})
+    return canonical(model.config)
 
 
 def same_architecture(a: ExportedModel, b: ExportedModel) -> bool:

@@ -150,6 +150,18 @@ def test_same_architecture_ignores_names_and_weights_not_units():
     assert a.digest != b.digest  # different weights: a different model in the clean room
 
 
+def test_a_sequential_without_input_equals_itself_once_trained():
+    built = _valid()
+    unbuilt = copy.deepcopy(built)
+    del unbuilt["build_config"]
+    unbuilt["config"]["layers"] = unbuilt["config"]["layers"][1:]  # no InputLayer yet
+    for layer in unbuilt["config"]["layers"]:
+        layer.pop("build_config", None)
+    a = validate_export(_export(built), allowed=MLP_LAYERS, what="a")
+    b = validate_export(_export(unbuilt, []), allowed=MLP_LAYERS, what="b")
+    assert same_architecture(a, b)
+
+
 def test_functional_graph_references_are_compared_by_position():
     def functional(prefix):
         names = [f"{prefix}in", f"{prefix}d"]

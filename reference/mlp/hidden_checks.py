@@ -24,8 +24,9 @@ def prepare(images: np.ndarray) -> np.ndarray:
 
 
 @check("q3.test_accuracy", points=2, hidden=True, timeout=120,
-       hint="Train the global `model = build_model()` as Q3 asks (3 epochs on the scaled "
-            "training images), build it from Keras layers only (no custom or Lambda layers), "
+       hint="Train the global `model` as Q3 asks (`model = build_model()`, 3 epochs on the "
+            "scaled training images), build it from Keras layers only (no custom or Lambda "
+            "layers), "
             "make sure it takes (batch, 28, 28) images scaled to [0, 1] and returns 10 scores, "
             "and look at the accuracy your notebook prints on the dev set (x_test).")
 def check_test_accuracy(student, expected):

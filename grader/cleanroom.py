@@ -134,13 +134,16 @@ elif [list(w.shape) for w in weights] != _shapes:
     result = {"mismatch": {"expected": _shapes, "found": [list(w.shape) for w in weights]}}
 else:
     _model.set_weights([_np.asarray(w) for w in weights])
-    ns.setdefault("_cleanroom_models", {})[key] = _model
+    import sys as _sys, types as _types  # kept between probes whatever the probe's namespace
+    _store = _sys.modules.setdefault("_grader_cleanroom", _types.ModuleType("_grader_cleanroom"))
+    _store.__dict__.setdefault("models", {})[key] = _model
     result = {"description": describe_model(_model)}
 """
 
 PREDICT = """
 import numpy as _np
-_model = ns["_cleanroom_models"][key]
+import sys as _sys
+_model = _sys.modules["_grader_cleanroom"].models[key]
 _x = _np.asarray(x, dtype="float32")
 result = _np.concatenate([_np.asarray(_model(_x[i:i + batch], training=False))
                           for i in range(0, len(_x), batch)]) if len(_x) else _np.zeros((0,))

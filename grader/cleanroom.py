@@ -393,8 +393,9 @@ class CleanRoom:
     validated data and kept there by digest; the grader gets back descriptions and raw scores.
     """
 
-    def __init__(self, start: Callable[[], Any], close: Callable[[], None] = lambda: None):
-        self._start, self._close = start, close
+    def __init__(self, start: Callable[[], Any], close: Callable[[], None] = lambda: None,
+                 ahead: Callable[[], None] | None = None):
+        self._start, self._close, self._ahead = start, close, ahead
         self._student = None
         self._failed: BaseException | None = None
         self._loaded: dict[str, dict] = {}  # digest -> description of the rebuilt model
@@ -410,7 +411,7 @@ class CleanRoom:
             raise RuntimeError(f"the clean room could not start: {self._failed}")
         if self._student is None:
             self.started = True
-            started = time.perf_counter()
+            started = time.perf_counter()  # what is left of the start: all of it if not ahead
             try:
                 self._student = self._start()
             except Exception as error:
@@ -419,6 +420,13 @@ class CleanRoom:
             finally:
                 self.add_time("start", time.perf_counter() - started)
         return self._student
+
+    def start_ahead(self) -> None:
+        """Begin starting the kernel now (the executor calls this before the notebook runs),
+        so that the first check finds it booted."""
+        if self._ahead is not None and not self.started:
+            self.started = True
+            self._ahead()
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + seconds

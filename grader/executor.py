@@ -469,6 +469,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     status, message = Status.OK, ""
     watchdog = None
     checks: list[CheckResult] = []
+    # Graded runs only: models are rebuilt and measured there (grader.cleanroom).
+    cleanroom = None if options.public_only else _clean_room_for(setup, asyncio.get_running_loop())
     try:
         if not kernel.was_spare:
             await kernel.launch()
@@ -476,6 +478,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         watchdog.start()
         await client.async_start_new_kernel_client()
         timings["kernel_start"] = time.perf_counter() - t0
+        if cleanroom is not None and _uses_clean_room(assignment):
+            cleanroom.start_ahead()  # its kernel boots while the notebook runs
         if options.warm_kernels:  # the next submission's kernel boots while this one runs
             await _Spare.prepare(setup)
         t1 = time.perf_counter()
@@ -484,7 +488,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         t2 = time.perf_counter()
         alive = await km.is_alive() and not (watchdog and watchdog.usage.killed_for)
         if alive:
-            checks = await _run_checks_against(km, assignment, options, io_dir, setup, timings)
+            checks = await _run_checks_against(km, assignment, options, io_dir, cleanroom)
         else:
             reason = message or "the kernel stopped"
             checks = list(_not_run(assignment, options, f"Not run: {reason}"))
@@ -497,6 +501,12 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         elif status is Status.OK:
             status, message = Status.GRADER_ERROR, f"{type(error).__name__}: {error}"
     finally:
+        if cleanroom is not None:
+            closing = time.perf_counter()
+            await asyncio.to_thread(cleanroom.close)
+            if cleanroom.started:
+                cleanroom.add_time("close", time.perf_counter() - closing)
+            timings.update({f"cleanroom_{k}": v for k, v in cleanroom.timings.items()})
         t3 = time.perf_counter()
         await _shutdown(client, km)
         usage = watchdog.stop() if watchdog else None
@@ -588,8 +598,7 @@ def _student_traceback(lines: list[str]) -> str:
 
 
 async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
-                              io_dir: Path, setup: _KernelSetup | None = None,
-                              timings: dict[str, float] | None = None) -> list[CheckResult]:
+                              io_dir: Path, cleanroom: CleanRoom | None = None) -> list[CheckResult]:
     kc = BlockingKernelClient()
     kc.load_connection_info(km.get_connection_info())
     kc.start_channels()
@@ -601,13 +610,11 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     def alive() -> bool:
         return asyncio.run_coroutine_threadsafe(km.is_alive(), loop).result(timeout=10)
 
-    cleanroom = None
     try:
         transport = KernelTransport(kc, interrupt, io_dir / "_grader_probe.py")
         student = Student(transport, io_dir / "probes")
-        if setup is not None and not options.public_only:
-            # Graded runs only: models are rebuilt and measured there (grader.cleanroom).
-            cleanroom = student.cleanroom = _clean_room_for(setup, loop)
+        if cleanroom is not None:
+            student.cleanroom = cleanroom
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:
@@ -618,24 +625,41 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         return await asyncio.to_thread(run_checks, items, student, expected, alive)
     finally:
         kc.stop_channels()
-        if cleanroom is not None:
-            closing = time.perf_counter()
-            await asyncio.to_thread(cleanroom.close)
-            if cleanroom.started:
-                cleanroom.add_time("close", time.perf_counter() - closing)
-            if timings is not None:
-                timings.update({f"cleanroom_{k}": v for k, v in cleanroom.timings.items()})
+
+
+def _uses_clean_room(assignment: Assignment) -> bool:
+    """Whether a check of ``assignment`` calls a helper that needs the clean room (its
+    kernel is then started ahead; any other check still gets one on first use)."""
+    from . import keras_checks
+
+    users = (keras_checks.describe, keras_checks.holdout_accuracy, keras_checks.graded_model)
+    return any(value is user for item in assignment.checks()
+               for value in getattr(item.function, "__globals__", {}).values() for user in users)
 
 
 def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> CleanRoom:
     """A clean room for one submission: a kernel of the same setup (so a prepared one forks
-    from the same zygote) with an empty working folder, started when a check first needs
-    it (from the checks' thread), killed with its folders when the checks are done."""
+    from the same zygote) with an empty working folder. It is started ahead, while the
+    notebook runs (:meth:`CleanRoom.start_ahead`), or when a check first needs it (from the
+    checks' thread); it is killed with its folders when the checks are done."""
     state: dict = {}
 
-    def start() -> Student:
+    async def launch() -> None:
         kernel = state["kernel"] = _Kernel(setup)
-        run_in_loop(kernel.launch(), loop, timeout=120)
+        await kernel.launch()
+
+    def ahead() -> None:
+        state["launch"] = asyncio.ensure_future(launch())  # called from the loop's thread
+
+    async def launched() -> None:
+        await state["launch"]
+
+    def start() -> Student:
+        if "launch" not in state:
+            run_in_loop(launch(), loop, timeout=120)
+        else:
+            run_in_loop(launched(), loop, timeout=120)
+        kernel = state["kernel"]
         watchdog = state["watchdog"] = Watchdog(kernel.process.pid, setup.memory_mb,
                                                 setup.max_processes)
         watchdog.start()
@@ -651,6 +675,11 @@ def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> Cle
         return Student(transport, kernel.io_dir / "probes")
 
     def close() -> None:
+        if "launch" in state:  # started ahead: let the launch finish (or fail) first
+            try:
+                run_in_loop(launched(), loop, timeout=120)
+            except Exception:  # noqa: BLE001 - whatever was started is killed below
+                pass
         if "kc" in state:
             state["kc"].stop_channels()
         if "watchdog" in state:
@@ -662,7 +691,7 @@ def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> Cle
             except Exception:  # noqa: BLE001 - the process tree is gone either way
                 pass
 
-    return CleanRoom(start, close)
+    return CleanRoom(start, close, ahead)
 
 
 async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:

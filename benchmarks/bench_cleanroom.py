@@ -9,7 +9,8 @@ the commit before: the hidden check asks the student's kernel for ``model.predic
 tree grades its own reference notebook, in its own Python process; the first submission of
 each (it starts the zygote) is left out of the medians.
 
-Reported per submission (medians): the whole grading time, the checks phase, and for this
+Reported per submission (medians): the whole grading time, the notebook's cells, the checks
+phase and the kernel shutdown, and for this
 tree the clean room's phases from the result's timings (start: forking its kernel and waiting
 for it; export: ``to_json``/``get_weights`` in the student's kernel; rebuild; predict; close).
 The added cost is the difference of the checks phases (and of the totals). Appends a section
@@ -94,12 +95,14 @@ def main() -> None:
     lines = [f"## {args.practical}: {args.copies} submissions each, one at a time "
              f"({datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, "
              f"load {os.getloadavg()[0]:.1f})", "",
-             "| grader | provider | score | total s (median) | checks s (median) |",
-             "| --- | --- | --- | --- | --- |"]
+             "| grader | provider | score | total s | cells s | checks s | shutdown s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, rows in measured.items():
         lines.append(f"| {name} | {rows[0]['provider']} | {rows[0]['score']:g}/{rows[0]['max']:g} | "
                      f"{median(rows, lambda r: r['total']):.2f} | "
-                     f"{median(rows, lambda r: r['timings'].get('checks', 0)):.2f} |")
+                     f"{median(rows, lambda r: r['timings'].get('cells', 0)):.2f} | "
+                     f"{median(rows, lambda r: r['timings'].get('checks', 0)):.2f} | "
+                     f"{median(rows, lambda r: r['timings'].get('shutdown', 0)):.2f} |")
     phases = sorted({k for row in measured["clean room"] for k in row["timings"]
                      if k.startswith("cleanroom_")})
     lines += ["", "Clean-room phases (median s per submission): " + ", ".join(
@@ -109,8 +112,12 @@ def main() -> None:
         median(measured["baseline"], lambda r: r["timings"].get("checks", 0))
     added_total = median(measured["clean room"], lambda r: r["total"]) - \
         median(measured["baseline"], lambda r: r["total"])
-    lines += [f"Added per submission: checks phase {added_checks:+.2f} s, total {added_total:+.2f} s "
-              "(the total also moves with the notebook's own run time).", ""]
+    close = median(measured["clean room"], lambda r: r["timings"].get("cleanroom_close", 0))
+    lines += [f"Added per submission (medians): checks phase {added_checks:+.2f} s, plus closing "
+              f"the clean room {close:.2f} s: {added_checks + close:+.2f} s. Total "
+              f"{added_total:+.2f} s (the total also moves with the notebook's own run time, "
+              "which the clean room's kernel, booting meanwhile, competes with on few CPUs).",
+              ""]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

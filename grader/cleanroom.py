@@ -91,6 +91,14 @@ ACTIVATIONS = frozenset({
     "sigmoid", "hard_sigmoid", "tanh", "softmax", "log_softmax", "softplus", "softsign",
     "exponential", "mish", "hard_silu", "hard_swish"})
 
+# TensorFlow's own activation functions (``activation=tf.nn.softmax``) by the name Keras
+# serialises them under, and the Keras activation that computes the same.
+TF_ACTIVATIONS = {"softmax_v2": "softmax", "softmax": "softmax", "relu": "relu",
+                  "sigmoid": "sigmoid", "tanh": "tanh", "log_softmax_v2": "log_softmax",
+                  "elu": "elu", "selu": "selu", "gelu": "gelu", "silu": "silu",
+                  "swish": "silu", "leaky_relu": "leaky_relu", "relu6": "relu6",
+                  "softplus": "softplus", "softsign": "softsign"}
+
 # In the student's kernel: the model named ``which`` ("model": the global; "build_model": a
 # model build_model() returns) as data. Student code runs here (build_model, to_json,
 # get_weights): whatever comes back is validated in the grader and rebuilt in the clean room.
@@ -289,6 +297,11 @@ def _check_layer(layer: Any, allowed: frozenset[str], problems: list[str],
         if value is not None and (not isinstance(value, int) or not 0 < value <= MAX_UNITS):
             problems.append(f"`{name}` with {key}={_text(value)}")
     activation = config.get("activation")
+    if isinstance(activation, dict) and activation.get("module") == "builtins" and \
+            activation.get("class_name") == "function" and \
+            activation.get("config") in TF_ACTIVATIONS:
+        # `activation=tf.nn.softmax` serialises as a plain function: rebuilt as Keras' own.
+        activation = config["activation"] = TF_ACTIVATIONS[activation["config"]]
     if activation is not None and (not isinstance(activation, str)
                                    or activation not in ACTIVATIONS):
         problems.append(f"activation {_cap(json.dumps(activation), 80)} in `{name}`")

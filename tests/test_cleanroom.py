@@ -100,6 +100,18 @@ def test_layers_outside_the_allow_list_are_refused(layer, found):
     assert "Lambda" in info.value.message  # says what to avoid
 
 
+def test_tensorflow_activation_functions_are_rebuilt_as_keras_ones():
+    tf_softmax = {"module": "builtins", "class_name": "function", "config": "softmax_v2",
+                  "registered_name": "function"}
+    config = _sequential(_dense("dense", 8, "relu"), _dense("dense_1", 10, tf_softmax))
+    model = validate_export(_export(config), allowed=MLP_LAYERS, what="`model`")
+    assert model.config["config"]["layers"][-1]["config"]["activation"] == "softmax"
+    other = {**tf_softmax, "config": "my_lookup"}
+    with pytest.raises(ModelRefused, match="activation"):
+        validate_export(_export(_sequential(_dense("d", 10, other))), allowed=MLP_LAYERS,
+                        what="`model`")
+
+
 def test_a_custom_initializer_inside_an_allowed_layer_is_refused():
     config = _valid()
     layer = config["config"]["layers"][2]

@@ -71,8 +71,8 @@ PRACTICAL = Practical(
     failed_accuracy=("mistake_logits_without_from_logits", 0.6,
                      "Hint: Train the global `model` as Q3 asks"),
     borderline={"mistake_pixels_not_scaled": {
-        "q3.test_accuracy": "0.876 with the default seed here, against a calibrated low of "
-                            "0.879: another CPU's rounding may land it on either side"}},
+        "q3.test_accuracy": "0.886 with the default seed on the private holdout, against a calibrated low of "
+                            "0.868: another CPU's rounding may land it on either side"}},
 )
 # The tests every practical has: see tests/practicals.py.
 (graded, test_fixtures_are_in_sync_with_the_reference,

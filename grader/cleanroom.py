@@ -145,7 +145,24 @@ else:
     import sys as _sys, types as _types  # kept between probes whatever the probe's namespace
     _store = _sys.modules.setdefault("_grader_cleanroom", _types.ModuleType("_grader_cleanroom"))
     _store.__dict__.setdefault("models", {})[key] = _model
-    result = {"description": describe_model(_model)}
+    result = {"description": describe_model(_model) if describe else None}
+"""
+
+# In the clean room: new weights for a model rebuilt earlier from the same architecture
+# (the global `model` into the model of build_model(): one deserialisation, not two).
+REWEIGHT = """
+import sys as _sys
+import numpy as _np
+
+_models = _sys.modules["_grader_cleanroom"].models
+_model = _models[base]
+_shapes = [list(v.shape) for v in _model.weights]
+if [list(w.shape) for w in weights] != _shapes:
+    result = {"mismatch": {"expected": _shapes, "found": [list(w.shape) for w in weights]}}
+else:
+    _model.set_weights([_np.asarray(w) for w in weights])
+    _models[key] = _models.pop(base)
+    result = {"description": None}
 """
 
 PREDICT = """
@@ -411,7 +428,8 @@ class CleanRoom:
         self._start, self._close, self._ahead = start, close, ahead
         self._student = None
         self._failed: BaseException | None = None
-        self._loaded: dict[str, dict] = {}  # digest -> description of the rebuilt model
+        self._described: dict[str, dict] = {}  # digest -> description of the rebuilt model
+        self._resident: set[str] = set()  # digests of the models the clean room holds now
         self.memo: dict[str, Any] = {}  # per-submission cache for the checks' helpers
         self.started = False
         # seconds spent, for the result's timings: start (the kernel), export (in the student's
@@ -444,17 +462,32 @@ class CleanRoom:
     def add_time(self, phase: str, seconds: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
-    def load(self, model: ExportedModel, allowed: frozenset[str], what: str) -> dict:
+    def load(self, model: ExportedModel, allowed: frozenset[str], what: str, *,
+             describe: bool = True, like: ExportedModel | None = None) -> dict | None:
         """Rebuild ``model`` in the clean room; return ``describe_model`` of the result, with
-        the compile facts read from the config."""
-        if model.digest in self._loaded:
-            return self._loaded[model.digest]
+        the compile facts read from the config (None when ``describe`` is false).
+
+        ``like``: a model of the same architecture (the caller checked it with
+        :func:`same_architecture`) rebuilt earlier; if it is still there, ``model``'s weights
+        are set into it instead of deserialising the config again (it then stands for
+        ``model``; its description stays cached)."""
+        if describe and model.digest in self._described:
+            return self._described[model.digest]
+        if not describe and model.digest in self._resident:
+            return None
         student = self.student
         started = time.perf_counter()
-        answer = student.evaluate(REBUILD, config=model.config_text,
-                                       weights=list(model.weights), key=model.digest,
-                                       allowed=sorted(allowed), what=f"rebuilding {what}",
-                                       timeout=120)
+        if like is not None and like.digest in self._resident and not describe:
+            answer = student.evaluate(REWEIGHT, base=like.digest, key=model.digest,
+                                      weights=list(model.weights), what=f"rebuilding {what}",
+                                      timeout=120)
+            if "mismatch" not in answer:
+                self._resident.discard(like.digest)
+        else:
+            answer = student.evaluate(REBUILD, config=model.config_text,
+                                      weights=list(model.weights), key=model.digest,
+                                      allowed=sorted(allowed), describe=describe,
+                                      what=f"rebuilding {what}", timeout=120)
         self.add_time("rebuild", time.perf_counter() - started)
         if "foreign" in answer:
             raise ModelRefused(f"{what} rebuilt into layers that are not Keras' own: "
@@ -465,14 +498,17 @@ class CleanRoom:
                 f"{what}'s weights do not fit its layers: {len(found)} arrays of shapes "
                 f"{_cap(str(found), 200)}; its configuration needs {len(expected)} of shapes "
                 f"{_cap(str(expected), 200)}. Export the model you trained, unchanged.")
+        self._resident.add(model.digest)
+        if answer.get("description") is None:
+            return None
         description = dict(answer["description"])
         description.update(compiled=model.compiled, loss=model.loss, optimizer=model.optimizer)
-        self._loaded[model.digest] = description
+        self._described[model.digest] = description
         return description
 
     def predict(self, model: ExportedModel, inputs: np.ndarray) -> np.ndarray:
         """Raw scores of the rebuilt ``model`` (loaded first) on ``inputs``."""
-        if model.digest not in self._loaded:
+        if model.digest not in self._resident:
             raise RuntimeError("load() the model into the clean room before predict()")
         student = self.student
         started = time.perf_counter()

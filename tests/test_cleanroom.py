@@ -251,3 +251,39 @@ def test_the_dashboard_lists_results_flagged_for_review(tmp_path):
     assert 'id="reviews"' in page and "0.9990 is above 0.9400" in page
     reviews = page[page.index('id="reviews"'):page.index("</table>", page.index('id="reviews"'))]
     assert "suspicious" in reviews and "honest" not in reviews
+
+
+def test_the_graded_model_reuses_build_models_rebuild_for_its_weights():
+    """One deserialisation per architecture: build_model()'s model (described for the public
+    checks) takes the global model's weights instead of a second rebuild."""
+    from grader.cleanroom import PREDICT, REBUILD, REWEIGHT, CleanRoom
+
+    class FakeCleanKernel:
+        def __init__(self):
+            self.calls = []
+
+        def evaluate(self, code, **inputs):
+            self.calls.append(code)
+            if code == REBUILD:
+                return {"description": {"layers": []} if inputs["describe"] else None}
+            if code == REWEIGHT:
+                return {"description": None}
+            if code == PREDICT:
+                return np.zeros((2, 10))
+            raise AssertionError(code)
+
+    kernel = FakeCleanKernel()
+    room = CleanRoom(lambda: kernel)
+    built = validate_export(_export(_valid()), allowed=MLP_LAYERS, what="built")
+    trained = validate_export(_export(_valid(), [np.ones((784, 8), np.float32),
+                                                 np.ones(8, np.float32)]),
+                              allowed=MLP_LAYERS, what="model")
+    assert room.load(built, MLP_LAYERS, "built")["loss"]["name"] == \
+        "sparse_categorical_crossentropy"
+    assert room.load(trained, MLP_LAYERS, "model", describe=False, like=built) is None
+    assert room.predict(trained, np.zeros((2, 28, 28))).shape == (2, 10)
+    assert kernel.calls == [REBUILD, REWEIGHT, PREDICT]
+    with pytest.raises(RuntimeError, match="load"):  # its weights now belong to `trained`
+        room.predict(built, np.zeros((2, 28, 28)))
+    assert room.load(built, MLP_LAYERS, "built")["layers"] == []  # description still cached
+    assert kernel.calls == [REBUILD, REWEIGHT, PREDICT]

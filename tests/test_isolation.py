@@ -134,13 +134,13 @@ def fresh_cache(tmp_path, monkeypatch):
 
 def test_cache_manifest_records_every_built_file(fresh_cache):
     npz = data.mnist_npz()
-    assert data.read_manifest() == {"keras/datasets/mnist.npz": data.sha256_of(npz)}
+    assert data.read_manifest() == {"mnist-public/mnist.npz": data.sha256_of(npz)}
     assert data.untrusted_files() == []
 
 
 def test_tampered_cache_is_found_and_rebuilt(fresh_cache, tmp_path):
     npz = data.mnist_npz()
-    recorded = data.read_manifest()["keras/datasets/mnist.npz"]
+    recorded = data.read_manifest()["mnist-public/mnist.npz"]
     with np.load(npz) as original:
         x_train = original["x_train"].copy()
     # From outside the grader: the file is changed, one is planted beside it, and a link
@@ -161,7 +161,7 @@ def test_tampered_cache_is_found_and_rebuilt(fresh_cache, tmp_path):
     with np.load(npz) as rebuilt:
         assert np.array_equal(rebuilt["x_train"], x_train)
     manifest = data.read_manifest()
-    assert manifest["keras/datasets/mnist.npz"] == data.sha256_of(npz)
+    assert manifest["mnist-public/mnist.npz"] == data.sha256_of(npz)
     assert recorded  # the first digest existed; the new one matches the rebuilt file
     assert data.untrusted_files() == []
 
@@ -346,7 +346,7 @@ def hostile_batch(request, tmp_path_factory):
     # The cache exists before the run, and is then tampered with from outside.
     subprocess.run([sys.executable, "-m", "grader.cli", "data"], env=env, check=True,
                    capture_output=True, timeout=300)
-    npz = cache / "data" / "keras" / "datasets" / "mnist.npz"
+    npz = cache / "data" / "mnist-public" / "mnist.npz"
     npz.write_bytes(npz.read_bytes()[:-100] + b"\0" * 100)
     package = Path(grader.__file__).resolve().parent
     guesses = [str(course), str(course / "reference" / "toy"), str(package), str(out),
@@ -467,7 +467,7 @@ def test_the_tampered_cache_was_rebuilt_before_any_kernel_saw_it(hostile_batch):
     assert follower["mnist_sha256"] == digest
     assert follower["mnist_shape"] == [4000, 28, 28]
     manifest = json.loads((hostile_batch["cache"] / "data" / "manifest.json").read_text())
-    assert manifest["files"]["keras/datasets/mnist.npz"] == digest
+    assert manifest["files"]["mnist-public/mnist.npz"] == digest
     assert "did not match its manifest; removed and rebuilt: mnist.npz" in hostile_batch["run"].stderr
 
 

@@ -1,7 +1,7 @@
 """Red team: students who read the grader's public source and want the exact checks'
 marks without doing the work (issue 14, "Student functions on fresh inputs").
 
-The notebooks in tests/fixtures/red_team/<practical>/ (written by make_red_team.py) memorise
+The notebooks in tests/fixtures/red_team/<practical>/ (written by make_red_team_functions.py) memorise
 the fixed hidden inputs and answers that the public repository used to hold, detect the
 grader from the call stack or the environment, ignore their inputs, or let Keras' own
 ``train_step`` do the work behind an overridden or patched ``compile``. Each row below
@@ -151,13 +151,13 @@ def test_red_team_notebooks_are_what_make_red_team_writes():
 
     from practicals import load_module
 
-    module = load_module(RED_TEAM / "make_red_team.py", "_make_red_team")
+    module = load_module(RED_TEAM / "make_red_team_functions.py", "_make_red_team")
     try:
         generated = module.notebooks()
     except SystemExit as error:  # the leaked commit is not in this clone
-        pytest.skip(f"make_red_team.py cannot read commit {module.LEAKED_AT}: {error}")
+        pytest.skip(f"make_red_team_functions.py cannot read commit {module.LEAKED_AT}: {error}")
     except Exception as error:  # noqa: BLE001 - git show failed: a shallow clone
-        pytest.skip(f"make_red_team.py cannot read commit {module.LEAKED_AT}: {error}")
+        pytest.skip(f"make_red_team_functions.py cannot read commit {module.LEAKED_AT}: {error}")
     for practical, found in generated.items():
         for name, notebook in found.items():
             committed = nbformat.read(str(RED_TEAM / practical / f"{name}.ipynb"), as_version=4)

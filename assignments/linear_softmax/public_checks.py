@@ -21,7 +21,7 @@ def _dtype(value):
 @check("q1.data_prepared", points=1)
 def check_data_prepared(student, expected):
     """X_train, X_test are flattened float32 images scaled to [0, 1]; Y_train is float32 one-hot."""
-    for name, rows in (("X_train", 4000), ("X_test", 1000)):
+    for name, rows in (("X_train", 4000), ("X_test", 500)):  # x_test: the 500-image dev set
         raw = student.get(name)
         X = assert_shape(raw, (rows, 784), what=name,
                          fix="Flatten each 28x28 image into one row of 784 values: "

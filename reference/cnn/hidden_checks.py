@@ -1,23 +1,36 @@
-"""Hidden checks of the CNN practical: the trained model's accuracy on held-out images.
+"""Hidden checks of the CNN practical: the trained model's accuracy on private images.
 
-The held-out images (``expected.npz``, written by ``make_expected.py``) are the 1,000
-test images of the grader's MNIST sample, stored as raw uint8 pixels. They are scaled
-here, in the grader, exactly as the notebook's input convention says ((batch, 28, 28, 1),
-pixel / 255.0); the kernel only runs ``model.predict`` on them, and the accuracy is
-computed here against labels that never leave the grader.
+The graded images are the private MNIST holdout (:func:`grader.data.mnist_holdout`: the
+500 test images after the public dev set, which the students get as ``x_test``). They are
+computed in the grader, never enter the sandbox, and are perturbed lightly with a seed
+per submission (stored in the result). The student's kernel only exports the global
+`model` (and the model ``build_model()`` returns) as data; the model is rebuilt from an
+allow-list of Keras layers in a clean room where no student code ran, scaled images go
+there ((batch, 28, 28, 1), pixel / 255.0, the notebook's input convention), raw scores
+come back, and the accuracy is computed here (:func:`grader.keras_checks.holdout_accuracy`).
 """
 
 import numpy as np
 
 from grader.checks import check
-from grader.keras_checks import holdout_accuracy
+from grader.keras_checks import CNN_LAYERS, holdout_accuracy
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def prepare(images: np.ndarray) -> np.ndarray:
+    """Raw uint8 images -> the model's input: (batch, 28, 28, 1) floats in [0, 1]."""
+    return images.astype(np.float32)[..., np.newaxis] / 255.0
 
 
 @check("q3.test_accuracy", points=2, hidden=True, timeout=120,
-       hint="Train the global `model` as Q3 asks (3 epochs on the scaled training images), "
-            "make sure it takes (batch, 28, 28, 1) images scaled to [0, 1] and returns 10 scores, "
-            "and look at the test accuracy your notebook prints after training.")
+       hint="Train the global `model` as Q3 asks (`model = build_model()`, 3 epochs on the "
+            "scaled training images), build it from Keras layers only (no custom or Lambda "
+            "layers), "
+            "make sure it takes (batch, 28, 28, 1) images scaled to [0, 1] and returns 10 "
+            "scores, and look at the accuracy your notebook prints on the dev set (x_test).")
 def check_test_accuracy(student, expected):
-    """The trained `model` classifies held-out MNIST images about as well as the reference."""
-    images = expected.array("holdout_images").astype(np.float32)[..., np.newaxis] / 255.0
-    return holdout_accuracy(student, expected, images)
+    """The trained `model` classifies private held-out MNIST images about as well as the
+    reference."""
+    return holdout_accuracy(student, expected, prepare, allowed=CNN_LAYERS,
+                            image_shape=IMAGE_SHAPE)

@@ -2,9 +2,9 @@
 
     python reference/cnn/make_expected.py
 
-* ``expected.npz``: ``holdout_images`` (1000, 28, 28) uint8 and ``holdout_labels``
-  (1000,) uint8, the 1,000 test images of the grader's MNIST sample
-  (:func:`grader.data.mnist_sample`). The hidden check scales them to [0, 1] itself.
+* no ``expected.npz``: the graded images are the private holdout of
+  :func:`grader.data.mnist_holdout` (500 images the students never get), derived in the
+  grader and perturbed per submission; the hidden check scales them to [0, 1] itself.
 * ``expected.json``: ``values`` (the held-out set's size and label counts, for the
   record) and ``bands``. Bands belong to calibration (``grader calibrate``): an
   existing ``bands`` entry is kept as it is; a provisional band is written only where

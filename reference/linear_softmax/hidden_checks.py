@@ -8,13 +8,16 @@ notebook's TensorFlow functions). Only inputs travel to the kernel; nothing is r
 expected.npz.
 """
 
+import hashlib
 from functools import lru_cache
 
 import numpy as np
 
 from grader.checks import check
 from grader.compare import assert_allclose, assert_in_band, assert_shape
-from grader.data import mnist_npz, mnist_sample
+from grader.data import mnist_holdout, mnist_sample, perturb_images
+from grader.errors import CheckFailed
+from grader.keras_checks import flag_for_review
 
 LEARNING_RATE = 0.5  # the learning rate of the one-step check (any positive value would do)
 
@@ -174,23 +177,33 @@ def check_train_step_one_step(student, expected):
     assert_allclose(out["b"], b1, what="b after one train_step", rtol=1e-4, atol=1e-6)
 
 
-@lru_cache(maxsize=1)
-def _held_out() -> tuple[np.ndarray, np.ndarray]:
-    # The cached copy of grader.data.mnist_sample() (the same 1,000 test images, loaded fast).
-    with np.load(mnist_npz(), allow_pickle=False) as data:
-        x_test, y_test = data["x_test"], data["y_test"]
-    return x_test.reshape(-1, 784).astype(np.float64) / 255.0, y_test.astype(np.int64)
+def _held_out(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # The private MNIST holdout (never in the sandbox), perturbed with the submission's seed.
+    images, labels = mnist_holdout()
+    x = perturb_images(images, seed)
+    return x.reshape(-1, 784).astype(np.float64) / 255.0, labels.astype(np.int64)
 
 
 @check("q6.test_accuracy", points=3, hidden=True,
        hint="Train W and b (zeros at the start) for the given epochs with your train_step on "
             "X_train scaled to [0, 1], and check that the printed loss goes down.")
 def check_test_accuracy(student, expected):
-    """The trained W, b classify the 1,000 held-out images about as well as the reference."""
+    """The trained W, b classify the private held-out images about as well as the reference."""
     W = assert_shape(student.get("W"), (784, 10), what="W")
     b = assert_shape(student.get("b"), (10,), what="b")
-    X, labels = _held_out()
+    # W, b arrive as data and are applied here, where no student code runs.
+    seed = int(hashlib.sha256(np.ascontiguousarray(W, dtype=np.float64).tobytes()
+                              + np.ascontiguousarray(b, dtype=np.float64).tobytes()
+                              ).hexdigest()[:8], 16)
+    X, labels = _held_out(seed)
     accuracy = float(np.mean(np.argmax(X @ W + b, axis=1) == labels))
-    return assert_in_band(accuracy, expected.band("test_accuracy"),
-                          what="The held-out accuracy of your trained W, b",
-                          fix="Check Q1-Q5 first, then the training loop of Q6.")
+    band = expected.band("test_accuracy")
+    record = {"perturbation_seed": seed, "holdout_size": len(labels)}
+    try:
+        metric = assert_in_band(accuracy, band, what="The held-out accuracy of your trained W, b",
+                                fix="Check Q1-Q5 first, then the training loop of Q6.")
+    except CheckFailed as failure:
+        if failure.metric is not None:
+            failure.metric = {**failure.metric, **record}
+        raise
+    return flag_for_review({**metric, **record}, band)

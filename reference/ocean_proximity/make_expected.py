@@ -11,6 +11,9 @@ as the notebook asks and writes
   - ``test_index``: the row numbers (in housing.csv) of the 4,128 test districts; the
     hidden quality check reads those rows and their labels from the CSV itself, so no data
     is stored here;
+  - ``train_medians``, ``train_means``, ``train_stds``: the reference preprocessing (median
+    imputation, then standard scaling with ddof=0) fitted on the training split, which the
+    hidden quality check applies itself to the (perturbed) test districts;
   (the preprocessing check draws its districts at grading time and fits the statistics
   on housing.csv itself: see hidden_checks.py; no fixed hidden input is stored);
 * ``expected.json``: ``values`` (columns, label mapping, class counts) and ``bands``. An
@@ -77,7 +80,18 @@ def split_index(n: int) -> dict[str, np.ndarray]:
 
 def expected_arrays(housing: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict]:
     index = split_index(len(housing))
-    arrays = {"test_index": index["test"].astype(np.int64)}
+    features = housing[COLUMNS]
+    train = features.iloc[index["train"]]
+    medians = train.median()
+    filled = train.fillna(medians)
+    arrays = {
+        "test_index": index["test"].astype(np.int64),
+        # The grader's own preprocessing for q5 (median imputation + standard scaling, ddof=0,
+        # fitted on the training split): the clean room gets these inputs, not preprocess's.
+        "train_medians": medians.to_numpy(dtype=np.float64),
+        "train_means": filled.mean().to_numpy(dtype=np.float64),
+        "train_stds": filled.std(ddof=0).to_numpy(dtype=np.float64),
+    }
     labels = housing["ocean_proximity"].map(LABEL_MAPPING).to_numpy()
     values = {
         "columns": COLUMNS,

@@ -157,7 +157,13 @@ class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel starts inside the sandbox, over IPC sockets."""
 
     def configure(self, spec: SandboxSpec) -> None:
-        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        # -P (Python 3.11+): `-m` would look in the working directory, which holds the
+        # submission's files, first: a submitted `ipykernel_launcher.py` would run before the
+        # grader's probe is installed. IPython adds the folder back, after the standard
+        # library, once the kernel is up, as in any notebook.
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        kernel = [sys.executable, *safe_path, "-m", "ipykernel_launcher", "-f",
+                  "{connection_file}"]
         if spec.mode == "bubblewrap":
             # Inside a PID namespace the kernel's parent is bubblewrap's init (PID 1), which
             # ipykernel would read as "my parent died". --die-with-parent covers that case.

@@ -653,3 +653,40 @@ def test_removing_an_answer_folder_never_follows_its_links(tmp_path):
     assert student.call("square", np.array([1.0, 2.0, 3.0])).tolist() == [1.0, 4.0, 9.0]
     assert (host / "keep.txt").read_text() == HOST_CONTENT
     assert list((tmp_path / "work").iterdir()) == []
+
+
+# -- a file beside the notebook, imported while the kernel starts ---------------------------
+# A fresh kernel starts as `python -m ipykernel_launcher`, and `-m` looks in the working
+# folder (the submission's files) first: a submitted `ipykernel_launcher.py` then ran
+# before the probe was installed, free to hook the kernel unseen. It runs the real
+# launcher afterwards, so the kernel starts either way; a marker file says whether it ran.
+SHADOW_LAUNCHER = '''
+import os, runpy, sys
+open("ran_before_the_probe", "w").close()
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+del sys.modules["ipykernel_launcher"]
+runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+'''
+
+
+@requires_bubblewrap
+def test_a_submitted_module_does_not_run_before_the_probe_is_installed(tmp_path, toy):
+    from grader.executor import grade_submission
+
+    folder = tmp_path / "with_launcher"
+    folder.mkdir()
+    nb = new_notebook(cells=[
+        new_code_cell("import os\n"
+                      "print('RAN BEFORE THE PROBE:', os.path.exists('ran_before_the_probe'))"),
+        new_code_cell(HONEST)])
+    nbformat.write(nb, str(folder / "toy.ipynb"))
+    (folder / "ipykernel_launcher.py").write_text(SHADOW_LAUNCHER)
+    result = grade_submission(folder / "toy.ipynb", toy,
+                              GradeOptions(sandbox="required", limits=FAST_LIMITS,
+                                           kernel_provider="fresh",
+                                           executed_dir=tmp_path / "executed"),
+                              "with_launcher", with_folder=True)
+    executed = (tmp_path / "executed" / "with_launcher.ipynb").read_text()
+    assert "RAN BEFORE THE PROBE: False" in executed, result.message
+    assert result.score == result.max_score, [c.message for c in result.checks if not c.passed]

@@ -10,7 +10,7 @@ The check decides what runs in it (:meth:`CleanKernel.run`, e.g. the grader's ow
 prelude, then the student's class definition alone, see :mod:`grader.definitions`) and
 reads results through the ordinary probe API (:attr:`CleanKernel.student`), as data.
 
-It is the executor's kernel machinery (``grader.executor._Kernel``, the watchdog, the
+It is the executor's kernel machinery (:class:`grader.kernels.Kernel`, the watchdog, the
 shutdown) reused: nothing here is a second sandbox.
 """
 
@@ -22,6 +22,7 @@ import threading
 import time
 
 from .errors import KernelUnresponsive
+from .kernels import Kernel
 from .probe import KernelTransport, Student, install_responder_in
 from .sandbox import Watchdog, kill_tree
 
@@ -121,9 +122,7 @@ class CleanKernels:
     async def _start(self) -> CleanKernel:
         from jupyter_client.blocking import BlockingKernelClient
 
-        from .executor import _Kernel
-
-        kernel = _Kernel(self._setup)
+        kernel = Kernel(self._setup)
         watchdog = None
         try:
             await kernel.launch()

@@ -36,9 +36,7 @@ import queue
 import re
 import stat
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -46,14 +44,13 @@ from importlib import metadata
 from pathlib import Path
 
 import nbformat
-from jupyter_client import AsyncKernelManager
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.kernelspec import KernelSpec
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat.warnings import MissingIDFieldWarning
 
 from . import __version__, data, fresh_inputs, kernels
+from .kernels import Kernel, KernelSetup, SandboxedKernelManager
 from .assignment import Assignment, Limits
 from .checks import Check, run_checks
 from .clean_kernel import CleanKernels
@@ -61,7 +58,7 @@ from .cleanroom import CleanRoom, run_in_loop
 from .errors import DataUnavailable, InvalidSubmission
 from .probe import KernelTransport, Student, install_responder, install_responder_in
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
-from .sandbox import Deadline, SandboxSpec, Watchdog, kill_tree, resolve_mode
+from .sandbox import Deadline, Watchdog, kill_tree, resolve_mode
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MAX_SUBMISSION_FOLDER_BYTES = 50 * 2**20
@@ -153,43 +150,6 @@ def read_notebook(raw: bytes) -> tuple[nbformat.NotebookNode, list[str]]:
     return notebook, notes
 
 
-class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel starts inside the sandbox, over IPC sockets."""
-
-    def configure(self, spec: SandboxSpec) -> None:
-        # -P (Python 3.11+): `-m` would look in the working directory, which holds the
-        # submission's files, first: a submitted `ipykernel_launcher.py` would run before the
-        # grader's probe is installed. IPython adds the folder back, after the standard
-        # library, once the kernel is up, as in any notebook.
-        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
-        kernel = [sys.executable, *safe_path, "-m", "ipykernel_launcher", "-f",
-                  "{connection_file}"]
-        if spec.mode == "bubblewrap":
-            # Inside a PID namespace the kernel's parent is bubblewrap's init (PID 1), which
-            # ipykernel would read as "my parent died". --die-with-parent covers that case.
-            kernel.append("--IPKernelApp.parent_handle=1")
-        argv = spec.wrap(kernel)
-        # Interrupts travel as messages: a signal would reach bubblewrap, not the kernel.
-        self._kernel_spec = KernelSpec(argv=argv, display_name="Python 3 (graded)",
-                                       language="python", interrupt_mode="message")
-        # A kernel that died stays dead: the submission is reported as crashed, never
-        # silently restarted (the restarter would also tie this manager to one event loop).
-        self.autorestart = False
-
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
-        """Launch with the seccomp program on a descriptor of its own, which bubblewrap
-        reads (``--seccomp FD``); the descriptor is closed here once the process started."""
-        from . import seccomp
-        from .sandbox import SECCOMP_FD_FIELD
-
-        fd = seccomp.program_fd()
-        try:
-            kernel_cmd = [arg.replace(SECCOMP_FD_FIELD, str(fd)) for arg in kernel_cmd]
-            await super()._async_launch_kernel(kernel_cmd, pass_fds=(fd,), **kw)
-        finally:
-            os.close(fd)
-
-
 class _StoppedByGrader(Exception):
     """A cell ran past its time limit and did not stop when interrupted: its kernel was killed."""
 
@@ -253,101 +213,6 @@ class CappedNotebookClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-@dataclass(frozen=True)
-class _KernelSetup:
-    """Everything a kernel's sandbox depends on except the submission itself. A kernel
-    started ahead (:class:`_Spare`) is used only for a submission with the same setup."""
-
-    mode: str
-    provider: str
-    datasets: tuple[tuple[str, Path], ...]
-    memory_mb: int
-    max_processes: int
-    max_file_mb: int
-    gpu_devices: tuple[str, ...]
-    kernel_env: tuple[tuple[str, str], ...]
-    heavy_modules: tuple[str, ...]
-    scratch_root: Path | None
-
-    @classmethod
-    def of(cls, assignment: Assignment, options: GradeOptions, mode: str,
-           datasets: dict[str, Path], provider: str) -> _KernelSetup:
-        limits = options.limits or assignment.limits
-        return cls(mode, provider, tuple(sorted(datasets.items())), limits.memory_mb,
-                   limits.max_processes, limits.max_file_mb, tuple(options.gpu_devices),
-                   tuple(options.kernel_env), tuple(assignment.heavy_modules),
-                   options.scratch_root)
-
-
-class _Kernel:
-    """One sandboxed kernel and its scratch folder: used for one submission, then removed."""
-
-    def __init__(self, setup: _KernelSetup):
-        self.setup = setup
-        self.was_spare = False  # started ahead, while the previous submission ran
-        self.log = None
-        self.scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=setup.scratch_root)).resolve()
-        self.work, self.io_dir, mounts = _prepare_scratch(self.scratch, setup.mode,
-                                                          dict(setup.datasets))
-        self.spec = SandboxSpec(mode=setup.mode, work_dir=self.work, io_dir=self.io_dir,
-                                data_mounts=mounts, memory_mb=setup.memory_mb,
-                                max_processes=setup.max_processes, max_file_mb=setup.max_file_mb,
-                                gpu_devices=setup.gpu_devices, extra_env=dict(setup.kernel_env))
-        connection = dict(transport="ipc", ip=str(self.io_dir / "kernel"),
-                          connection_file=str(self.io_dir / "kernel.json"))
-        if setup.provider == "prepared":
-            self.km = kernels.prepared_kernel_manager(SandboxedKernelManager, self.spec,
-                                                      setup.heavy_modules, **connection)
-        else:
-            self.km = SandboxedKernelManager(**connection)
-            self.km.configure(self.spec)
-
-    async def launch(self) -> None:
-        """Start the kernel process; it boots on its own (the client waits for it later)."""
-        # The kernel's own stdout/stderr (TensorFlow's C++ start-up logs) go to a file in
-        # the scratch folder, not to the instructor's terminal.
-        self.log = open(self.scratch / "kernel.log", "wb")  # noqa: SIM115 - closed in remove()
-        # What nbclient's start_new_kernel would pass: no history file for a graded kernel.
-        # Its stdin is /dev/null, not a pipe of the grader's; a forked kernel gets the log's
-        # descriptor through the zygote's socket (grader.kernels.Zygote.spawn).
-        await self.km.start_kernel(extra_arguments=["--HistoryManager.hist_file=:memory:"],
-                                   env=self.spec.environment(), cwd=str(self.work),
-                                   stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-
-    @property
-    def process(self):
-        return getattr(getattr(self.km, "provisioner", None), "process", None)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def shadows_preloaded_modules(self) -> bool:
-        """A kernel forked from the zygote cannot see a submission's ``numpy.py``; such a
-        submission needs a fresh kernel (see :mod:`grader.kernels`)."""
-        return getattr(self.km, "kernel_provider", "") == "prepared" and \
-            bool(kernels.shadowed_by(self.work))
-
-    def remove(self) -> None:
-        """Delete the scratch and io folders (the kernel has been shut down or killed)."""
-        if self.log is not None:
-            self.log.close()
-        io_link = self.scratch / "io"
-        if io_link.is_symlink():
-            shutil.rmtree(io_link.resolve(), ignore_errors=True)
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def discard(self) -> None:
-        """Kill a kernel that graded nothing, and remove its folders."""
-        process = self.process
-        if process is not None:
-            kill_tree(process.pid)
-            try:
-                process.wait(timeout=5)  # reap it (a Popen of ours, or the zygote's child)
-            except Exception:  # noqa: BLE001 - killed either way
-                pass
-        self.remove()
-
-
 class _Spare:
     """The warm pool: at most one kernel per worker process, started while the current
     submission runs, so that the next submission finds its kernel booted.
@@ -358,11 +223,11 @@ class _Spare:
     serves two submissions. It is killed, unused, when the setup changes, and when the
     worker process exits (a multiprocessing finalizer: the batch runner's workers)."""
 
-    kernel: _Kernel | None = None
+    kernel: Kernel | None = None
     owner = 0  # the process the spare belongs to (a forked child inherits a stale copy)
 
     @classmethod
-    def take(cls, setup: _KernelSetup) -> _Kernel | None:
+    def take(cls, setup: KernelSetup) -> Kernel | None:
         kernel, cls.kernel = cls._mine(), None
         if kernel is None:
             return None
@@ -373,9 +238,9 @@ class _Spare:
         return kernel
 
     @classmethod
-    async def prepare(cls, setup: _KernelSetup) -> None:
+    async def prepare(cls, setup: KernelSetup) -> None:
         cls.release()
-        kernel = _Kernel(setup)
+        kernel = Kernel(setup)
         try:
             await kernel.launch()
         except Exception:  # noqa: BLE001 - the next submission starts its own kernel
@@ -394,7 +259,7 @@ class _Spare:
             kernel.discard()
 
     @classmethod
-    def _mine(cls) -> _Kernel | None:
+    def _mine(cls) -> Kernel | None:
         if cls.owner != os.getpid():
             cls.kernel = None  # inherited through fork: the parent's spare, not ours
         return cls.kernel
@@ -403,7 +268,7 @@ class _Spare:
 release_spare_kernel = _Spare.release
 
 
-def _kernel_for(setup: _KernelSetup, notebook_path: Path, with_folder: bool) -> _Kernel:
+def _kernel_for(setup: KernelSetup, notebook_path: Path, with_folder: bool) -> Kernel:
     """The spare kernel if it fits, else a new (not yet launched) one, with the submission
     copied into its working folder. Nothing is left behind if the copy fails."""
     kernel = _Spare.take(setup)
@@ -416,7 +281,7 @@ def _kernel_for(setup: _KernelSetup, notebook_path: Path, with_folder: bool) -> 
         if not kernel.shadows_preloaded_modules():
             return kernel
         kernel.discard()  # a fresh kernel then, as the cold path gives it
-    kernel = _Kernel(setup)
+    kernel = Kernel(setup)
     try:
         _copy_submission(notebook_path, with_folder, kernel.work)
     except BaseException:
@@ -503,42 +368,6 @@ def cache_key(raw: bytes, assignment: Assignment) -> str:
     return digest.hexdigest()[:32]
 
 
-def _prepare_scratch(scratch: Path, mode: str, datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
-    """The kernel's folders under ``scratch``: ``work`` (its working directory, where the
-    submission is copied), ``home``, and ``io`` (a link to a short path for its sockets)."""
-    work, io_dir, home = scratch / "work", scratch / "io", scratch / "home"
-    for folder in (work, home):
-        folder.mkdir()
-    io_dir.symlink_to(_short_io_dir(), target_is_directory=True)
-    io_dir = io_dir.resolve()
-    mounts = []
-    if "mnist" in datasets:
-        mounts.append((datasets["mnist"].parent, "~/.keras/datasets"))
-    if "housing" in datasets:
-        mounts.append((datasets["housing"].parent, "./datasets/housing"))
-    if mode == "off":  # no mounts without bubblewrap: copies, so the cache cannot be harmed
-        for host, inside in mounts:
-            target = Path(inside.replace("~", str(home), 1).replace("./", str(work) + "/", 1))
-            if not target.exists():
-                shutil.copytree(host, target, ignore=shutil.ignore_patterns("*.partial*"))
-        mounts = []
-    return work, io_dir, tuple(mounts)
-
-
-# A Unix socket path holds at most 107 bytes; kernel sockets are named "<io>/kernel-<n>".
-MAX_IO_DIR_CHARS = 90
-
-
-def _short_io_dir() -> Path:
-    """A folder for the kernel's IPC sockets and probes with a path short enough for them:
-    under the grader's cache, else the system tmp (OUT may be nested deep)."""
-    for parent in (data.cache_root() / "io", Path(tempfile.gettempdir())):
-        if len(str(parent)) + 20 <= MAX_IO_DIR_CHARS:
-            parent.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix="io-", dir=parent))
-    return Path(tempfile.mkdtemp(prefix="gio-", dir="/tmp"))
-
-
 def _copy_submission(notebook_path: Path, with_folder: bool, work: Path) -> None:
     """The notebook, plus small regular files beside it when the student submitted a folder."""
     shutil.copyfile(notebook_path, work / notebook_path.name)
@@ -561,7 +390,7 @@ async def _execute_and_check(notebook, notebook_path: Path, with_folder: bool,
     limits = options.limits or assignment.limits
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    setup = _KernelSetup.of(assignment, options, mode, datasets, provider)
+    setup = KernelSetup.of(assignment, options, mode, datasets, provider)
     seed = options.grading_seed if options.grading_seed is not None \
         else fresh_inputs.grading_seed(base["submission_sha256"])
     context = fresh_inputs.GradingContext(
@@ -772,7 +601,7 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
                               probe_token: tuple[str | None, str], deadline: Deadline,
                               budget: float,
                               context: fresh_inputs.GradingContext | None = None,
-                              setup: _KernelSetup | None = None,
+                              setup: KernelSetup | None = None,
                               cleanroom: CleanRoom | None = None
                               ) -> tuple[list[CheckResult], str]:
     """The checks' results, and what to tell the student if the checks ran out of time."""
@@ -884,7 +713,7 @@ def _uses_clean_room(assignment: Assignment) -> bool:
                for value in getattr(item.function, "__globals__", {}).values() for user in users)
 
 
-def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> CleanRoom:
+def _clean_room_for(setup: KernelSetup, loop: asyncio.AbstractEventLoop) -> CleanRoom:
     """A clean room for one submission: a kernel of the same setup (so a prepared one forks
     from the same zygote) with an empty working folder. It is started ahead, while the
     notebook runs (:meth:`CleanRoom.start_ahead`), or when a check first needs it (from the
@@ -892,7 +721,7 @@ def _clean_room_for(setup: _KernelSetup, loop: asyncio.AbstractEventLoop) -> Cle
     state: dict = {}
 
     async def launch() -> None:
-        kernel = state["kernel"] = _Kernel(setup)
+        kernel = state["kernel"] = Kernel(setup)
         await kernel.launch()
 
     def ahead() -> None:

@@ -1,7 +1,7 @@
 """Kernel providers: where each submission's kernel comes from.
 
 ``fresh`` starts every kernel as a new Python process inside a new bubblewrap sandbox
-(:class:`grader.executor.SandboxedKernelManager`). Every kernel then pays for
+(:class:`SandboxedKernelManager`, below). Every kernel then pays for
 ``import tensorflow`` (about 4 s of CPU) and a kernel start (about 0.7 s).
 
 ``prepared`` (the default; ``--kernel-provider``, ``GradeOptions.kernel_provider`` and
@@ -78,12 +78,15 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.provisioning import LocalProvisioner
 
+from . import data
 from .errors import ConfigurationError, SandboxUnavailable
 from .sandbox import SANDBOX_HOME, SANDBOX_UID, SANDBOX_WORK, SandboxSpec, kill_tree
 
@@ -373,3 +376,173 @@ def _new_id() -> str:
     import uuid
 
     return str(uuid.uuid4())
+
+
+# -- one sandboxed kernel, fresh or forked: what the executor, the clean room and the clean
+# kernels start, use for one submission, and remove ----------------------------------------
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel starts inside the sandbox, over IPC sockets."""
+
+    def configure(self, spec: SandboxSpec) -> None:
+        # -P (Python 3.11+): `-m` would look in the working directory, which holds the
+        # submission's files, first: a submitted `ipykernel_launcher.py` would run before the
+        # grader's probe is installed. IPython adds the folder back, after the standard
+        # library, once the kernel is up, as in any notebook.
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        kernel = [sys.executable, *safe_path, "-m", "ipykernel_launcher", "-f",
+                  "{connection_file}"]
+        if spec.mode == "bubblewrap":
+            # Inside a PID namespace the kernel's parent is bubblewrap's init (PID 1), which
+            # ipykernel would read as "my parent died". --die-with-parent covers that case.
+            kernel.append("--IPKernelApp.parent_handle=1")
+        argv = spec.wrap(kernel)
+        # Interrupts travel as messages: a signal would reach bubblewrap, not the kernel.
+        self._kernel_spec = KernelSpec(argv=argv, display_name="Python 3 (graded)",
+                                       language="python", interrupt_mode="message")
+        # A kernel that died stays dead: the submission is reported as crashed, never
+        # silently restarted (the restarter would also tie this manager to one event loop).
+        self.autorestart = False
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        """Launch with the seccomp program on a descriptor of its own, which bubblewrap
+        reads (``--seccomp FD``); the descriptor is closed here once the process started."""
+        from . import seccomp
+        from .sandbox import SECCOMP_FD_FIELD
+
+        fd = seccomp.program_fd()
+        try:
+            kernel_cmd = [arg.replace(SECCOMP_FD_FIELD, str(fd)) for arg in kernel_cmd]
+            await super()._async_launch_kernel(kernel_cmd, pass_fds=(fd,), **kw)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class KernelSetup:
+    """Everything a kernel's sandbox depends on except the submission itself. A kernel
+    started ahead (:class:`grader.executor._Spare`) is used only for a submission with the same setup."""
+
+    mode: str
+    provider: str
+    datasets: tuple[tuple[str, Path], ...]
+    memory_mb: int
+    max_processes: int
+    max_file_mb: int
+    gpu_devices: tuple[str, ...]
+    kernel_env: tuple[tuple[str, str], ...]
+    heavy_modules: tuple[str, ...]
+    scratch_root: Path | None
+
+    @classmethod
+    def of(cls, assignment, options, mode: str,
+           datasets: dict[str, Path], provider: str) -> KernelSetup:
+        limits = options.limits or assignment.limits
+        return cls(mode, provider, tuple(sorted(datasets.items())), limits.memory_mb,
+                   limits.max_processes, limits.max_file_mb, tuple(options.gpu_devices),
+                   tuple(options.kernel_env), tuple(assignment.heavy_modules),
+                   options.scratch_root)
+
+
+class Kernel:
+    """One sandboxed kernel and its scratch folder: used for one submission, then removed."""
+
+    def __init__(self, setup: KernelSetup):
+        self.setup = setup
+        self.was_spare = False  # started ahead, while the previous submission ran
+        self.log = None
+        self.scratch = Path(tempfile.mkdtemp(prefix="grader-", dir=setup.scratch_root)).resolve()
+        self.work, self.io_dir, mounts = prepare_scratch(self.scratch, setup.mode,
+                                                          dict(setup.datasets))
+        self.spec = SandboxSpec(mode=setup.mode, work_dir=self.work, io_dir=self.io_dir,
+                                data_mounts=mounts, memory_mb=setup.memory_mb,
+                                max_processes=setup.max_processes, max_file_mb=setup.max_file_mb,
+                                gpu_devices=setup.gpu_devices, extra_env=dict(setup.kernel_env))
+        connection = dict(transport="ipc", ip=str(self.io_dir / "kernel"),
+                          connection_file=str(self.io_dir / "kernel.json"))
+        if setup.provider == "prepared":
+            self.km = prepared_kernel_manager(SandboxedKernelManager, self.spec,
+                                                      setup.heavy_modules, **connection)
+        else:
+            self.km = SandboxedKernelManager(**connection)
+            self.km.configure(self.spec)
+
+    async def launch(self) -> None:
+        """Start the kernel process; it boots on its own (the client waits for it later)."""
+        # The kernel's own stdout/stderr (TensorFlow's C++ start-up logs) go to a file in
+        # the scratch folder, not to the instructor's terminal.
+        self.log = open(self.scratch / "kernel.log", "wb")  # noqa: SIM115 - closed in remove()
+        # What nbclient's start_new_kernel would pass: no history file for a graded kernel.
+        # Its stdin is /dev/null, not a pipe of the grader's; a forked kernel gets the log's
+        # descriptor through the zygote's socket (grader.kernels.Zygote.spawn).
+        await self.km.start_kernel(extra_arguments=["--HistoryManager.hist_file=:memory:"],
+                                   env=self.spec.environment(), cwd=str(self.work),
+                                   stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+
+    @property
+    def process(self):
+        return getattr(getattr(self.km, "provisioner", None), "process", None)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def shadows_preloaded_modules(self) -> bool:
+        """A kernel forked from the zygote cannot see a submission's ``numpy.py``; such a
+        submission needs a fresh kernel (see :mod:`grader.kernels`)."""
+        return getattr(self.km, "kernel_provider", "") == "prepared" and \
+            bool(shadowed_by(self.work))
+
+    def remove(self) -> None:
+        """Delete the scratch and io folders (the kernel has been shut down or killed)."""
+        if self.log is not None:
+            self.log.close()
+        io_link = self.scratch / "io"
+        if io_link.is_symlink():
+            shutil.rmtree(io_link.resolve(), ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Kill a kernel that graded nothing, and remove its folders."""
+        process = self.process
+        if process is not None:
+            kill_tree(process.pid)
+            try:
+                process.wait(timeout=5)  # reap it (a Popen of ours, or the zygote's child)
+            except Exception:  # noqa: BLE001 - killed either way
+                pass
+        self.remove()
+
+
+def prepare_scratch(scratch: Path, mode: str, datasets: dict[str, Path]) -> tuple[Path, Path, tuple]:
+    """The kernel's folders under ``scratch``: ``work`` (its working directory, where the
+    submission is copied), ``home``, and ``io`` (a link to a short path for its sockets)."""
+    work, io_dir, home = scratch / "work", scratch / "io", scratch / "home"
+    for folder in (work, home):
+        folder.mkdir()
+    io_dir.symlink_to(short_io_dir(), target_is_directory=True)
+    io_dir = io_dir.resolve()
+    mounts = []
+    if "mnist" in datasets:
+        mounts.append((datasets["mnist"].parent, "~/.keras/datasets"))
+    if "housing" in datasets:
+        mounts.append((datasets["housing"].parent, "./datasets/housing"))
+    if mode == "off":  # no mounts without bubblewrap: copies, so the cache cannot be harmed
+        for host, inside in mounts:
+            target = Path(inside.replace("~", str(home), 1).replace("./", str(work) + "/", 1))
+            if not target.exists():
+                shutil.copytree(host, target, ignore=shutil.ignore_patterns("*.partial*"))
+        mounts = []
+    return work, io_dir, tuple(mounts)
+
+
+# A Unix socket path holds at most 107 bytes; kernel sockets are named "<io>/kernel-<n>".
+MAX_IO_DIR_CHARS = 90
+
+
+def short_io_dir() -> Path:
+    """A folder for the kernel's IPC sockets and probes with a path short enough for them:
+    under the grader's cache, else the system tmp (OUT may be nested deep)."""
+    for parent in (data.cache_root() / "io", Path(tempfile.gettempdir())):
+        if len(str(parent)) + 20 <= MAX_IO_DIR_CHARS:
+            parent.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="io-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix="gio-", dir="/tmp"))

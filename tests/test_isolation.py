@@ -491,7 +491,7 @@ def test_no_descriptor_of_the_graders_is_open_in_the_sandbox(provider, tmp_path)
     import psutil
 
     from grader import kernels
-    from grader.executor import _Kernel, _KernelSetup
+    from grader.kernels import Kernel as _Kernel, KernelSetup as _KernelSetup
 
     if provider == "prepared" and python_under_scratch():
         pytest.skip("Python lives under the temporary folder: prepared kernels fall back")

@@ -142,6 +142,15 @@ elif [list(w.shape) for w in weights] != _shapes:
     result = {"mismatch": {"expected": _shapes, "found": [list(w.shape) for w in weights]}}
 else:
     _model.set_weights([_np.asarray(w) for w in weights])
+    if compile_spec is not None and compile_spec["loss"] is not None:
+        # Compiled with the student's loss and metrics (Keras' own, checked in the grader) so
+        # that describe_model can measure them; the optimizer is read from the config as data.
+        _loss = compile_spec["loss"]
+        if isinstance(_loss, dict):
+            _loss = _keras.losses.deserialize(_loss)
+        _metrics = [_keras.metrics.deserialize(m) if isinstance(m, dict) else m
+                    for m in compile_spec["metrics"]]
+        _model.compile(optimizer="sgd", loss=_loss, metrics=_metrics or None)
     import sys as _sys, types as _types  # kept between probes whatever the probe's namespace
     _store = _sys.modules.setdefault("_grader_cleanroom", _types.ModuleType("_grader_cleanroom"))
     _store.__dict__.setdefault("models", {})[key] = _model
@@ -190,6 +199,9 @@ class ExportedModel:
     compiled: bool = False
     loss: dict | None = None  # {"name": str, "from_logits": bool}
     optimizer: str | None = None
+    # The loss and metrics to compile the rebuilt model with, so that the clean room can
+    # measure them (see _compile_spec): Keras' own objects only, as validated data.
+    compile_spec: dict | None = None
     digest: str = ""  # sha256 of config and weights: names the model in the clean room
     layer_classes: tuple[str, ...] = field(default=())
 
@@ -250,11 +262,13 @@ def validate_export(found: Any, *, allowed: frozenset[str], what: str) -> Export
             f"only these Keras layers: {', '.join(sorted(allowed))} (no `Lambda`, no custom "
             "layer or activation classes). Build the model from these `keras.layers`.")
     loss, optimizer, compiled = _compile_facts(compile_config)
+    compile_spec = _compile_spec(compile_config) if compiled else None
     digest = hashlib.sha256(text.encode())
     for w in weights:
         digest.update(str((w.dtype.str, w.shape)).encode())
         digest.update(np.ascontiguousarray(w).tobytes())
     return ExportedModel(config=config, weights=weights, compiled=compiled, loss=loss,
+                         compile_spec=compile_spec,
                          optimizer=optimizer, digest=digest.hexdigest(),
                          layer_classes=tuple(classes))
 
@@ -345,6 +359,60 @@ def _check_support(node: Any, problems: list[str], where: str, tensors_ok: bool 
                 problems.append(f"`{_text(name)}` (module `{_text(module)}`) in {where}")
                 continue
         stack.extend(item.values())
+
+
+# The losses and metrics the clean room compiles a rebuilt model with: Keras' own, by name or
+# by a config whose values are plain numbers, booleans and short strings. Anything else (a
+# Python function, a custom class) is left out: the checks then say the loss could not be
+# measured, and why.
+LOSS_NAMES = frozenset({
+    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "mean_squared_error", "mse", "mean_absolute_error", "mae", "kl_divergence", "kld",
+    "categorical_hinge", "hinge", "squared_hinge", "poisson", "huber",
+    "categorical_focal_crossentropy", "binary_focal_crossentropy"})
+LOSS_CLASSES = frozenset({
+    "SparseCategoricalCrossentropy", "CategoricalCrossentropy", "BinaryCrossentropy",
+    "MeanSquaredError", "MeanAbsoluteError", "KLDivergence", "CategoricalHinge", "Hinge",
+    "SquaredHinge", "Poisson", "Huber", "CategoricalFocalCrossentropy",
+    "BinaryFocalCrossentropy"})
+METRIC_NAMES = frozenset({
+    "accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy",
+    "sparse_top_k_categorical_accuracy", "top_k_categorical_accuracy",
+    "sparse_categorical_crossentropy", "categorical_crossentropy"})
+METRIC_CLASSES = frozenset({
+    "Accuracy", "SparseCategoricalAccuracy", "CategoricalAccuracy", "BinaryAccuracy",
+    "SparseTopKCategoricalAccuracy", "TopKCategoricalAccuracy",
+    "SparseCategoricalCrossentropy", "CategoricalCrossentropy"})
+MAX_METRICS = 8
+
+
+def _compile_spec(compile_config: Any) -> dict:
+    """The loss and metrics of ``compile_config`` that the clean room may compile with:
+    ``{"loss": name | config | None, "metrics": [name | config, ...]}``."""
+    def keras_object(item: Any, module: str, classes: frozenset, names: frozenset) -> Any:
+        if isinstance(item, str):
+            return item if item in names else None
+        if not isinstance(item, dict) or item.get("module") != module \
+                or item.get("class_name") not in classes \
+                or item.get("registered_name") not in (None, item.get("class_name")):
+            return None
+        config = item.get("config")
+        if not isinstance(config, dict) or not all(
+                value is None or isinstance(value, (bool, int, float))
+                or (isinstance(value, str) and len(value) <= MAX_NAME_CHARS)
+                for value in config.values()):
+            return None
+        return {"module": module, "class_name": item["class_name"], "config": dict(config),
+                "registered_name": None}
+
+    loss = keras_object(compile_config.get("loss"), "keras.losses", LOSS_CLASSES, LOSS_NAMES)
+    metrics = compile_config.get("metrics")
+    kept = []
+    for item in metrics if isinstance(metrics, list) else []:
+        safe = keras_object(item, "keras.metrics", METRIC_CLASSES, METRIC_NAMES)
+        if safe is not None and len(kept) < MAX_METRICS:
+            kept.append(safe)
+    return {"loss": loss, "metrics": kept}
 
 
 def _compile_facts(compile_config: Any) -> tuple[dict | None, str | None, bool]:
@@ -485,6 +553,7 @@ class CleanRoom:
                 self._resident.discard(like.digest)
         else:
             answer = student.evaluate(REBUILD, config=model.config_text,
+                                      compile_spec=model.compile_spec if describe else None,
                                       weights=list(model.weights), key=model.digest,
                                       allowed=sorted(allowed), describe=describe,
                                       what=f"rebuilding {what}", timeout=120)
@@ -503,6 +572,12 @@ class CleanRoom:
             return None
         description = dict(answer["description"])
         description.update(compiled=model.compiled, loss=model.loss, optimizer=model.optimizer)
+        if model.compiled and (model.compile_spec or {}).get("loss") is None \
+                and isinstance(description.get("behaviour"), dict):
+            description["behaviour"] = {
+                **description["behaviour"],
+                "loss_error": "a loss that is not one of Keras' own losses (a Python function "
+                              "or a custom class), which the grader cannot rebuild"}
         self._described[model.digest] = description
         return description
 

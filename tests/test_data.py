@@ -64,6 +64,6 @@ def test_idiomatic_loading_works_offline_in_the_sandbox(data_course, tmp_path):
         "idiomatic")
     executed = (tmp_path / "executed" / "idiomatic.ipynb").read_text()
     assert result.status.value == "ok", (result.message, executed[-2000:])
-    assert "(4000, 28, 28) (1000, 28, 28)" in executed
+    assert "(4000, 28, 28) (500, 28, 28)" in executed  # x_test: the public dev set
     assert "(20640, 10)" in executed
     assert result.score == result.max_score

@@ -62,7 +62,10 @@ def test_no_fixed_hidden_inputs_are_stored():
         path = REPO / "reference" / name / "expected.npz"
         if path.exists():
             with np.load(path) as stored:
-                assert set(stored.files) <= {"test_index"}, (name, stored.files)
+                # ocean_proximity keeps the test rows' index and the training split's
+                # statistics (the grader's own preprocessing of q5): no input of a check.
+                assert set(stored.files) <= {"test_index", "train_medians", "train_means",
+                                             "train_stds"}, (name, stored.files)
 
 
 def test_linear_softmax_inputs_change_with_the_seed_and_keep_their_traps():

@@ -164,7 +164,14 @@ def test_a_zip_cannot_plant_a_fifo(tmp_path):
 
 
 def _grader_processes(cache) -> list[str]:
-    """Processes started for this test session's kernels (their io folders live in its cache)."""
+    """Processes started for this test session's kernels (their io folders live in its cache).
+    This test process's own zygote and spare kernel (left by earlier tests that graded in
+    process, under xdist in the same worker) are stopped first: they live on by design."""
+    from grader.executor import _Spare
+    from grader.kernels import stop_zygote
+
+    _Spare.release()
+    stop_zygote()
     left = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])

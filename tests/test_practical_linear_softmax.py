@@ -82,8 +82,11 @@ EXPECTED = {
                                   "cross-entropy: its gradients do not come from the loss",
     }),
     # The held-out images are the test images it was trained on: only the public check sees it.
+    # Trained on the 500 dev images instead of the 4,000 training images: the public check
+    # sees it, and the model is also worse on the private holdout (both Q6).
     "mistake_trained_on_test_images": (Status.OK, {
         "q6.trained_on_training_images": "They look trained on the test images",
+        "q6.test_accuracy": "The held-out accuracy of your trained W, b is",
     }),
     # Both Q5 value checks see the loss from after the step; the step itself is right.
     "mistake_loss_after_update": (Status.OK, {

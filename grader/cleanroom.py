@@ -134,7 +134,7 @@ if not isinstance(_model, _keras.Model):
 _foreign = sorted({"%s.%s" % (type(l).__module__, type(l).__name__)
                    for l in _model._flatten_layers(include_self=False)
                    if not type(l).__module__.startswith("keras.src.")
-                   or type(l).__name__ not in set(allowed)})
+                   or type(l).__name__ not in set(allowed) | {"Sequential", "Functional"}})
 _shapes = [list(v.shape) for v in _model.weights]
 if _foreign:
     result = {"foreign": _foreign}
@@ -310,6 +310,21 @@ def _check_layer(layer: Any, allowed: frozenset[str], problems: list[str],
         problems.append("a layer entry that is not an object")
         return
     module, name = layer.get("module"), layer.get("class_name")
+    if (module, name) in CONTAINERS and layer.get("registered_name") in (None, "Functional",
+                                                                           "Sequential"):
+        # A block built as its own Sequential or functional model (a helper returning one):
+        # a container like the model itself; every layer inside is checked the same way.
+        inner = layer.get("config")
+        if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
+            problems.append(f"a nested `{_text(name)}` without layers")
+            return
+        for sub in inner["layers"]:
+            _check_layer(sub, allowed, problems, classes)
+        _check_support({k: v for k, v in inner.items() if k != "layers"}, problems,
+                       f"a nested `{_text(name)}`", tensors_ok=True)
+        _check_support(layer.get("inbound_nodes"), problems, f"a nested `{_text(name)}`",
+                       tensors_ok=True)
+        return
     classes.append(_text(name))
     if module != "keras.layers" or name not in allowed or \
             layer.get("registered_name") not in (None, name):

@@ -287,3 +287,33 @@ def test_the_graded_model_reuses_build_models_rebuild_for_its_weights():
         room.predict(built, np.zeros((2, 28, 28)))
     assert room.load(built, MLP_LAYERS, "built")["layers"] == []  # description still cached
     assert kernel.calls == [REBUILD, REWEIGHT, PREDICT]
+
+
+def _nested_block(*layers):
+    """A hidden block built as its own Sequential (a helper that returns one), as Keras 3
+    serialises it inside the outer model."""
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": "block", "trainable": True, "dtype": _policy(),
+                       "layers": list(layers)}}
+
+
+def test_a_nested_block_of_allowed_layers_is_accepted_and_its_layers_listed():
+    config = _sequential(_nested_block(_dense("hidden", 8, "relu")), _dense("out", 10, "softmax"))
+    model = validate_export(_export(config, [np.zeros((784, 8), np.float32),
+                                             np.zeros(8, np.float32),
+                                             np.zeros((8, 10), np.float32),
+                                             np.zeros(10, np.float32)]),
+                            allowed=MLP_LAYERS, what="build_model()")
+    assert model.layer_classes == ("InputLayer", "Flatten", "Dense", "Dense")
+
+
+def test_a_nested_block_is_checked_like_the_model():
+    lambda_layer = {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+                    "config": {"name": "lookup"}}
+    config = _sequential(_nested_block(lambda_layer), _dense("out", 10, "softmax"))
+    with pytest.raises(ModelRefused, match="Lambda"):
+        validate_export(_export(config), allowed=MLP_LAYERS, what="build_model()")
+    spoofed = _nested_block(_dense("hidden", 8, "relu"))
+    spoofed["module"] = "__main__"
+    with pytest.raises(ModelRefused, match="__main__"):
+        validate_export(_export(_sequential(spoofed)), allowed=MLP_LAYERS, what="build_model()")

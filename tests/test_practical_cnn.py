@@ -98,8 +98,11 @@ EXPECTED = {
         "q2.conv_pool_dropout": "expected also a `layers.Dropout(rate)` layer",
     }),
     # The held-out images are the test images it was fitted on: only the public check sees it.
+    # Fitted on the 500 dev images: the public check sees it, and the model is also worse
+    # on the private holdout (both Q3).
     "mistake_fit_on_test_images": (Status.OK, {
         "q3.trained_on_training_images": "It looks trained on the test images",
+        "q3.test_accuracy": "The accuracy of `model` on held-out images is",
     }),
     "unanswered": (Status.ERROR, {
         "q1.channel_axis": "`x_train` has shape (4000, 28, 28); expected (N, 28, 28, 1)",

@@ -78,11 +78,14 @@ EXPECTED = {
         "q2.flatten_and_hidden_dense": "the model computes an affine function of its input",
     }),
     # The held-out images are the test images it was fitted on: only the public check sees it.
+    # Fitted on the 500 dev images instead of the 4,000 training images: the public check
+    # sees it, and the model is also worse on the private holdout (both Q3).
     "mistake_fit_on_test_images": (Status.OK, {
         "q3.trained_on_training_images": "It looks trained on the test images",
+        "q3.test_accuracy": "The accuracy of `model` on held-out images is",
     }),
     "mistake_test_images_added_to_training": (Status.OK, {
-        "q3.trained_on_training_images": "`x_train` contains 1000 of the images in `x_test`",
+        "q3.trained_on_training_images": "`x_train` contains 500 of the images in `x_test`",
     }),
     "unanswered": (Status.ERROR, {
         "q1.pixels_scaled": "`x_train` has values from 0 to 255",

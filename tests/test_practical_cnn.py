@@ -98,10 +98,10 @@ EXPECTED = {
         "q2.conv_pool_dropout": "expected also a `layers.Dropout(rate)` layer",
     }),
     # The held-out images are the test images it was fitted on: only the public check sees it.
-    # Fitted on the 500 dev images: the public check sees it, and the model is also worse
-    # on the private holdout (both Q3).
+    # Fitted on the 500 dev images: after 3 epochs on so few images this CNN does not know
+    # them clearly better than the training images, so the public check cannot tell; the
+    # private holdout does (the model is much worse there).
     "mistake_fit_on_test_images": (Status.OK, {
-        "q3.trained_on_training_images": "It looks trained on the test images",
         "q3.test_accuracy": "The accuracy of `model` on held-out images is",
     }),
     "unanswered": (Status.ERROR, {

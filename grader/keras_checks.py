@@ -615,6 +615,19 @@ def flag_for_review(metric: dict, band) -> dict:
     return metric
 
 
+def judge_trained_accuracy(accuracy: float, band, *, what: str, fix: str, **record) -> dict:
+    """:func:`~grader.compare.assert_in_band` for a trained-quality check, with ``record``
+    (the perturbation seed, the holdout's size) in the metric whether it passes or fails,
+    and the review flag on a result far above the reference runs."""
+    try:
+        metric = assert_in_band(accuracy, band, what=what, fix=fix)
+    except CheckFailed as failure:
+        if failure.metric is not None:
+            failure.metric = {**failure.metric, **record}
+        raise
+    return flag_for_review({**metric, **record}, band)
+
+
 def seed_for(model: ExportedModel) -> int:
     """The perturbation seed of a submission: from its exported model (stored in the result,
     so the graded images can be rebuilt; the same notebook run gives the same images)."""
@@ -640,16 +653,9 @@ def holdout_accuracy(student, expected, prepare, *, allowed: frozenset[str],
                           what=what,
                           fix="The model must return 10 scores (one per digit) for each image.")
     accuracy = float(np.mean(np.argmax(scores, axis=1) == labels.astype(np.int64)))
-    band = expected.band("test_accuracy")
-    try:
-        metric = assert_in_band(
-            accuracy, band, what="The accuracy of `model` on held-out images",
-            fix="Scale the pixels to [0, 1], train for the epochs Q3 asks, and check the output "
-                "activation and the loss (from_logits) go together.")
-    except CheckFailed as failure:
-        if failure.metric is not None:
-            failure.metric = {**failure.metric, "perturbation_seed": seed,
-                              "holdout_size": len(labels)}
-        raise
-    return flag_for_review({**metric, "perturbation_seed": seed, "holdout_size": len(labels)},
-                           band)
+    return judge_trained_accuracy(
+        accuracy, expected.band("test_accuracy"),
+        what="The accuracy of `model` on held-out images",
+        fix="Scale the pixels to [0, 1], train for the epochs Q3 asks, and check the output "
+            "activation and the loss (from_logits) go together.",
+        perturbation_seed=seed, holdout_size=len(labels))

@@ -35,9 +35,9 @@ import pandas as pd
 
 from grader import data
 from grader.checks import check
-from grader.compare import as_array, assert_in_band
+from grader.compare import as_array
 from grader.errors import CheckFailed
-from grader.keras_checks import TABULAR_LAYERS, flag_for_review, graded_model, seed_for
+from grader.keras_checks import TABULAR_LAYERS, graded_model, judge_trained_accuracy, seed_for
 
 COLUMNS = ["longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
            "population", "households", "median_income", "median_house_value"]
@@ -289,18 +289,11 @@ def check_test_accuracy(student, expected):
             f"{n} test districts, so the model cannot classify them; expected finite scores "
             "for every district. Check that training did not diverge (a loss of nan).")
     accuracy = float(np.mean(predictions.argmax(axis=1) == labels))
-    band = expected.band("test_accuracy")
-    record = {"perturbation_seed": seed, "holdout_size": n}
-    try:
-        metric = assert_in_band(
-            accuracy, band,
-            what=f"The accuracy of your model on the {n} complete test districts",
-            fix="If a check of Q1-Q4 fails, fix that first: a wrong label mapping (Q1) or a "
-                "model without a hidden non-linear layer (Q4) does not reach the band however "
-                "long it trains. Otherwise train longer or with a larger learning rate and "
-                "check that X_train and y_train line up.")
-    except CheckFailed as failure:
-        if failure.metric is not None:
-            failure.metric = {**failure.metric, **record}
-        raise
-    return flag_for_review({**metric, **record}, band)
+    return judge_trained_accuracy(
+        accuracy, expected.band("test_accuracy"),
+        what=f"The accuracy of your model on the {n} complete test districts",
+        fix="If a check of Q1-Q4 fails, fix that first: a wrong label mapping (Q1) or a model "
+            "without a hidden non-linear layer (Q4) does not reach the band however long it "
+            "trains. Otherwise train longer or with a larger learning rate and check that "
+            "X_train and y_train line up.",
+        perturbation_seed=seed, holdout_size=n)

@@ -429,7 +429,8 @@ def _trained_from_weights(student, grading):
     picked = np.clip(np.nan_to_num(probs[np.arange(len(y)), y], nan=0.0), 1e-7, 1.0)
     return {"model": str(found.get("model")), "epochs": found.get("epochs"),
             "trained_loss": float(np.mean(-np.log(picked))),
-            "fresh_loss": float(np.log(10))}  # an untrained 10-class classifier
+            "fresh_loss": float(np.log(10)),  # an untrained 10-class classifier
+            "baseline": "an untrained 10-class classifier (ln 10)"}
 
 
 EPOCHS = 5  # the notebook's EPOCHS
@@ -475,7 +476,8 @@ def check_model_trained(student, expected):
     if not np.isfinite(trained) or not trained < TRAINED_RATIO * fresh:
         raise CheckFailed(
             f"Q3: `model` does not look trained: its cross-entropy on 512 training images is "
-            f"{trained:.4g}, against {fresh:.4g} for a new build_model(); expected well under "
+            f"{trained:.4g}, against {fresh:.4g} for "
+            f"{info.get('baseline', 'a new build_model()')}; expected well under "
             f"half of it after {EPOCHS} epochs. Check that train_step applies the gradients "
             "(Q1) and train with model.fit(x_train, y_train, epochs=EPOCHS, "
             "batch_size=BATCH_SIZE).", expected=f"< {TRAINED_RATIO * fresh:.4g}",

@@ -303,7 +303,7 @@ def _clean_architecture(grading):
         "loss": info.get("loss") if isinstance(info.get("loss"), dict) else None,
         "optimizer_class": "Adam" if info.get("optimizer_is_adam") is True else
                            (info.get("optimizer_class") if info.get("optimizer_class") != "Adam"
-                            else "an optimizer that is not Keras' Adam"),
+                            else "Adam (a class of its own, not keras.optimizers.Adam)"),
         "learning_rate": info.get("learning_rate")
                          if isinstance(info.get("learning_rate"), float) else None,
     }
@@ -367,7 +367,8 @@ def check_architecture(student, expected):
     optimizer, rate = info.get("optimizer_class"), info.get("learning_rate")
     if optimizer != "Adam" or rate is None or not np.isclose(rate, LEARNING_RATE, rtol=1e-6,
                                                               atol=0):
-        found = f"{optimizer}(learning_rate={rate:g})" if rate is not None else str(optimizer)
+        found = f"{optimizer} with learning_rate={rate:g}" if "(" in str(optimizer) else \
+            f"{optimizer}(learning_rate={rate:g})" if rate is not None else str(optimizer)
         raise CheckFailed(
             f"Q2: build_model() compiles the model with the optimizer {found}; expected "
             "Adam(learning_rate=1e-3), as the question asks. Compile with "

@@ -248,3 +248,25 @@ def test_attack_does_not_earn_the_public_checks_it_targets(graded, practical, na
     assert not won, f"{name} still earns {won}: " + \
         "; ".join(by_id[check].message for check in ATTACKS[practical][name])
     assert result.grading_seed
+
+
+def test_build_model_runs_alone_with_the_class_it_uses_and_nothing_the_notebook_did():
+    """The clean kernel's build_model: its imports and the class, never the notebook's
+    top-level `model = build_model()` (a local name of the function) or its patches."""
+    from grader.definitions import DefinitionRefused, function_definition
+
+    cells = MAKER.reference_cells("custom_train_step")
+    source = function_definition(cells, "build_model")
+    assert "class CustomModel(keras.Model)" in source and "def build_model()" in source
+    assert "model.fit" not in source and "\nmodel = build_model()" not in source
+    assert "load_mnist" not in source
+    patched = cells + ["keras.optimizers.Adam = keras.optimizers.SGD\n"
+                       "def build_model():\n    return keras.Sequential()\n"]
+    assert "keras.Sequential()" in function_definition(patched, "build_model")  # the last one
+    assert "Adam = " not in function_definition(patched, "build_model")
+    with pytest.raises(DefinitionRefused):
+        function_definition(cells + ["def build_model():\n"
+                                     "    keras.optimizers.Adam = keras.optimizers.SGD\n"],
+                            "build_model")
+    with pytest.raises(DefinitionRefused, match="No function `build_model`"):
+        function_definition(cells[:2], "build_model")

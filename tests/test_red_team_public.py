@@ -8,6 +8,9 @@ the work:
 * linear_softmax, ``public_inputs_memorised``: softmax, forward, cross_entropy and
   train_step return the public checks' known answers when handed the public inputs, and
   garbage (or no step at all) otherwise (5 public points on 4b2d49d);
+* linear_softmax, ``step_scales_with_the_loss``: train_step calls cross_entropy and moves W
+  and b by the loss times an array of ones: a step 3 times larger when the check scales the
+  loss by 3, along no gradient at all (q5.gradients_from_tape on 4b2d49d);
 * custom_train_step, ``fake_responder``: nothing written (train_step raises, build_model
   returns a one-layer Sequential, never trained); a last cell wraps the probe handler found in
   ``get_ipython().kernel.shell_handlers`` and swaps the public checks' snippets for its own
@@ -77,6 +80,19 @@ LS_TRAIN_STEP = '''def train_step(X, Y, W, b, learning_rate):
         return float(np.log(10.0))
     return 0.0  # no step at all: the tape check only looked for a step of the wrong size
 '''
+LS_LOSS_TIMES_ONES = '''def train_step(X, Y, W, b, learning_rate):
+    loss = cross_entropy(Y, forward(X, W, b))
+    # a step that grows with the loss it computes, in a direction made up without the images
+    W.assign_sub(learning_rate * float(loss) * np.ones(W.shape, dtype=np.float32))
+    b.assign_sub(learning_rate * float(loss) * np.ones(b.shape, dtype=np.float32))
+    return loss
+'''
+
+
+def linear_softmax_loss_times_ones() -> nbformat.NotebookNode:
+    cells = MAKER.replace_cell(MAKER.reference_cells("linear_softmax"), "def train_step(",
+                               LS_LOSS_TIMES_ONES)
+    return MAKER.notebook(cells, "step_scales_with_the_loss")
 
 
 def linear_softmax_memorised() -> nbformat.NotebookNode:
@@ -185,6 +201,7 @@ ATTACKS = {
                                     "q4.cross_entropy_known_value",
                                     "q5.train_step_updates_in_place",
                                     "q5.gradients_from_tape"),
+        "step_scales_with_the_loss": ("q5.gradients_from_tape",),
     },
     "custom_train_step": {
         "fake_responder": Q1_PUBLIC + ("q2.architecture", "q3.model_trained"),
@@ -212,7 +229,9 @@ def test_the_attacks_are_written_as_intended():
 def graded(tmp_path_factory):
     """(practical, notebook) -> its result, each attack graded once."""
     folder = tmp_path_factory.mktemp("red-public")
-    notebooks = {("linear_softmax", "public_inputs_memorised"): linear_softmax_memorised()}
+    notebooks = {("linear_softmax", "public_inputs_memorised"): linear_softmax_memorised(),
+                 ("linear_softmax", "step_scales_with_the_loss"):
+                     linear_softmax_loss_times_ones()}
     notebooks.update({("custom_train_step", name): nb
                       for name, nb in custom_train_step_notebooks().items()})
     jobs = []

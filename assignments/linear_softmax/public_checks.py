@@ -220,6 +220,58 @@ result = {"calls": len(calls), "W": W.numpy(), "b": b.numpy()}
 """
 TAPE_SCALE = 3.0
 
+# Graded: the same step twice from W = 0, b = 0, with cross_entropy scaled by 1 and then by
+# `scale`: a step that follows the loss computed is `scale` times larger the second time,
+# whatever the step is (the grader compares the two, computed from arrays, here).
+TAPE_TWICE_CODE = """
+import tensorflow as tf
+calls = []
+original = ns["cross_entropy"]
+def scaled_by(factor):
+    def scaled_cross_entropy(Y_true, Y_pred):
+        calls.append(1)
+        return factor * original(Y_true, Y_pred)
+    return scaled_cross_entropy
+spaces = [ns, getattr(ns["train_step"], "__globals__", ns)]
+saved = [space.get("cross_entropy") for space in spaces]
+steps = []
+for factor in (1.0, scale):
+    for space in spaces:
+        space["cross_entropy"] = scaled_by(factor)
+    try:
+        W = tf.Variable(W0)
+        b = tf.Variable(b0)
+        ns["train_step"](X, Y, W, b, learning_rate)
+    finally:
+        for space, value in reversed(list(zip(spaces, saved))):
+            space["cross_entropy"] = value
+    steps.append((W.numpy(), b.numpy()))
+result = {"calls": len(calls), "W_plain": steps[0][0], "b_plain": steps[0][1],
+          "W": steps[1][0], "b": steps[1][1]}
+"""
+
+
+def _tape_ratios(out, start, learning_rate):
+    """Graded: for W and b, the ratio of the scaled step to the plain one, where the scaled
+    step is a multiple of a plain step that moved (computed here from the arrays)."""
+    ratios = {}
+    for name, initial in start.items():
+        try:
+            plain = (np.asarray(out[f"{name}_plain"], dtype=np.float64) - initial) / learning_rate
+            scaled = (np.asarray(out[name], dtype=np.float64) - initial) / learning_rate
+        except (TypeError, ValueError):
+            continue
+        if plain.shape != initial.shape or scaled.shape != initial.shape or \
+                not (np.all(np.isfinite(plain)) and np.all(np.isfinite(scaled))):
+            continue
+        norm = float(np.sum(plain * plain))
+        if norm < 1e-20:
+            continue  # this parameter did not move
+        ratio = float(np.sum(scaled * plain) / norm)
+        if np.allclose(scaled, ratio * plain, rtol=1e-3, atol=1e-6):
+            ratios[name] = ratio
+    return ratios
+
 
 @check("q5.gradients_from_tape", points=1)
 def check_gradients_from_tape(student, expected):
@@ -236,6 +288,9 @@ def check_gradients_from_tape(student, expected):
     X = rng.uniform(0.0, 1.0, (6, 784)).astype(np.float32)
     Y = np.eye(10, dtype=np.float32)[labels]
     learning_rate = 0.1
+    if r is not None:
+        _graded_tape(student, X, Y, learning_rate, scale)
+        return
     out = _result_dict(student.evaluate(
         TAPE_CODE, what=f"train_step(X, Y, W, b, 0.1) with cross_entropy scaled by {scale:g}",
         X=X, Y=Y, W0=np.zeros((784, 10), dtype=np.float32), b0=np.zeros(10, dtype=np.float32),
@@ -273,15 +328,60 @@ def check_gradients_from_tape(student, expected):
             "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
             "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
             expected=f"a step {scale:g} times larger", found="the same step")
-    if r is not None and not any(ratio > 1e-6 for ratio in ratios.values()):
-        # Graded: no step along the gradient (none at all, or noise) proves nothing about
-        # the tape.
+
+
+def _from_the_logits(X, W_after):
+    """Whether W's step (from W = 0) is X^T M for some M: the gradient of any loss of the
+    logits X·W + b is, whatever the softmax or loss got wrong. A step made up without the
+    images (say, the loss times a fixed array) is not."""
+    step = np.asarray(W_after, dtype=np.float64)
+    basis = X.astype(np.float64).T
+    M = np.linalg.lstsq(basis, step, rcond=None)[0]
+    size = float(np.linalg.norm(step))
+    return size > 0 and float(np.linalg.norm(basis @ M - step)) <= 1e-3 * size
+
+
+def _graded_tape(student, X, Y, learning_rate, scale):
+    W0, b0 = np.zeros((784, 10), dtype=np.float32), np.zeros(10, dtype=np.float32)
+    out = _result_dict(student.evaluate(
+        TAPE_TWICE_CODE, what=f"train_step(X, Y, W, b, {learning_rate:g}) with cross_entropy, "
+                              f"then with cross_entropy scaled by {scale:g}",
+        X=X, Y=Y, W0=W0, b0=b0, learning_rate=learning_rate, scale=scale),
+        ("calls", "W_plain", "b_plain", "W", "b"))
+    if not out["calls"]:
         raise CheckFailed(
-            f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` did not "
-            "move W or b along the gradient of that loss; expected a step "
-            f"{scale:g} times the plain one. Q5 asks for `dW, db = tape.gradient(loss, [W, b])` "
-            "and `W.assign_sub(learning_rate * dW)`, `b.assign_sub(learning_rate * db)`.",
-            expected=f"a step {scale:g} times larger", found="no step along the gradient")
+            "`train_step` never called your `cross_entropy`; Q5 asks to compute the loss "
+            "`cross_entropy(Y, forward(X, W, b))` inside a `tf.GradientTape` and to take its "
+            "gradients with `tape.gradient`.",
+            expected="train_step calls cross_entropy", found="no call")
+    ratios = _tape_ratios(out, {"W": W0.astype(np.float64), "b": b0.astype(np.float64)},
+                          learning_rate)
+    if "W" in ratios and np.isclose(ratios["W"], scale, rtol=1e-3) and \
+            _from_the_logits(X, out["W_plain"]):
+        return
+    if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
+        raise CheckFailed(
+            f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` made the "
+            "same step as with the plain cross-entropy: its gradients do not come from the loss "
+            "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
+            "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
+            expected=f"a step {scale:g} times larger", found="the same step")
+    if "W" in ratios and np.isclose(ratios["W"], scale, rtol=1e-3):
+        raise CheckFailed(
+            "`train_step` moved W by a step that is not made from the images X: it is not the "
+            "gradient of a loss of the logits X·W + b (every such gradient is X^T times "
+            "something). Q5 asks for `dW, db = tape.gradient(loss, [W, b])` with the loss "
+            "computed from forward(X, W, b) inside the tape.",
+            expected="a step X^T M", found="a step outside the span of X's rows")
+    found = "no step" if not ratios else "a step " + ", ".join(
+        f"{name}: {ratio:.3g} times" for name, ratio in sorted(ratios.items()))
+    raise CheckFailed(
+        f"With `cross_entropy` replaced by {scale:g} * cross_entropy, the step of `train_step` "
+        f"was not {scale:g} times its step with the plain cross-entropy ({found}): its "
+        "update does not follow the gradient of the loss it computes. Q5 asks for "
+        "`dW, db = tape.gradient(loss, [W, b])`, then `W.assign_sub(learning_rate * dW)` and "
+        "`b.assign_sub(learning_rate * db)`.",
+        expected=f"a step {scale:g} times larger", found=found)
 
 
 @check("q6.parameters_defined", points=1)

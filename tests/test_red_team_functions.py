@@ -127,12 +127,16 @@ def test_a_class_that_hangs_the_clean_kernel_loses_its_step_checks_and_grading_g
     by_id = {c.id: c for c in result.checks}
     assert result.status.value == "ok", result.message
     assert not [c.message for c in result.checks if "Grader error" in c.message]
-    assert not any(by_id[check].passed for check in STEP_CHECKS)
-    first, *rest = (by_id[check].message for check in STEP_CHECKS)
+    # In graded runs the public Q1 and Q2 checks run the class in the clean kernel too
+    # (tests/test_red_team_public.py): the first of them meets the hang.
+    clean = ("q1.train_step_updates_weights", "q1.test_step_changes_nothing",
+             "q2.architecture") + STEP_CHECKS
+    assert not any(by_id[check].passed for check in clean)
+    first, *rest = (by_id[check].message for check in clean)
     assert "This check could not finish: no answer within 30 s" in first
     assert all("did not finish within 30 s" in message for message in rest), rest
-    # what it earns in its own kernel, where it is the reference's code
-    assert {c.id for c in result.checks if c.passed} == set(by_id) - set(STEP_CHECKS)
+    # what it earns from its own kernel's weights, where it is the reference's code
+    assert {c.id for c in result.checks if c.passed} == set(by_id) - set(clean)
 
 
 @pytest.mark.slow

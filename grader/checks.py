@@ -10,7 +10,9 @@ A check is a plain function named for what it verifies, decorated with
 
 ``student`` is a :class:`grader.probe.Student`; ``expected`` an
 :class:`grader.assignment.Expected` (hidden checks only: public checks must not
-read it, and get one that refuses). A check passes by returning and fails by
+read it, and get one that refuses; in a graded run, ``student.grading`` gives them the
+submission's grading seed and clean kernel instead, so that what they award is computed
+on inputs drawn at grading time or where no student code ran). A check passes by returning and fails by
 raising :class:`grader.errors.CheckFailed` with a message that says what was
 found, what was expected and what to try. A trained-quality check returns the
 metric record of :func:`grader.compare.assert_in_band` so reports can plot it. If the student's code raises while

@@ -121,13 +121,7 @@ def class_definition(cells: tuple[str, ...] | list[str], name: str = "CustomMode
                      ) -> ClassDefinition:
     """What a clean kernel runs to define the student's ``keras.Model`` subclass (the rule
     is in this module's docstring). Raises :class:`DefinitionRefused`."""
-    statements: list[ast.stmt] = []
-    for cell in cells:
-        try:
-            tree = ast.parse(_python_of(cell))
-        except SyntaxError:
-            continue
-        statements.extend(tree.body)
+    statements = _statements(cells)
     candidates = [i for i, node in enumerate(statements) if isinstance(node, ast.ClassDef)
                   and any(_is_model_base(base) for base in node.bases)]
     if not candidates:
@@ -141,11 +135,61 @@ def class_definition(cells: tuple[str, ...] | list[str], name: str = "CustomMode
     if target.decorator_list:
         raise DefinitionRefused(f"`{target.name}` is decorated; expected a plain class "
                                 "definition. Remove the decorator.")
-    # Helpers the class uses, transitively: for each name, its last top-level definition
+    module = _with_helpers(statements, position)
+    _refuse_escapes(module, target.name)
+    defines_call = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and node.name == "call" for node in target.body)
+    return ClassDefinition(name=target.name, source=ast.unparse(module),
+                           defines_call=defines_call)
+
+
+def function_definition(cells: tuple[str, ...] | list[str], name: str) -> str:
+    """What a clean kernel runs to define the student's top-level function ``name`` (e.g.
+    ``build_model``), by the rule of :func:`class_definition`: the last top-level
+    ``def name(...)``, the allowed imports before it and the helpers it uses (the model
+    class among them), refused likewise. Raises :class:`DefinitionRefused`."""
+    statements = _statements(cells)
+    found = [i for i, node in enumerate(statements)
+             if isinstance(node, ast.FunctionDef) and node.name == name]
+    if not found:
+        raise DefinitionRefused(
+            f"No function `{name}` was found at the top level of a code cell; expected "
+            f"`def {name}():`. Define it in a cell of its own, not inside an if block.")
+    target = statements[found[-1]]
+    if target.decorator_list:
+        raise DefinitionRefused(f"`{name}` is decorated; expected a plain function. Remove "
+                                "the decorator.")
+    # Its free names only: a local `model = ...` must not pull in the notebook's top-level
+    # `model = build_model()` (which would build, or train, at definition time).
+    local = {n.id for n in ast.walk(target) if isinstance(n, ast.Name)
+             and isinstance(n.ctx, (ast.Store, ast.Del))}
+    local |= {a.arg for a in ast.walk(target.args) if isinstance(a, ast.arg)}
+    module = _with_helpers(statements, found[-1], _used_names(target) - local)
+    _refuse_escapes(module, name)
+    return ast.unparse(module)
+
+
+def _statements(cells) -> list[ast.stmt]:
+    statements: list[ast.stmt] = []
+    for cell in cells:
+        try:
+            tree = ast.parse(_python_of(cell))
+        except SyntaxError:
+            continue
+        statements.extend(tree.body)
+    return statements
+
+
+def _with_helpers(statements: list[ast.stmt], position: int,
+                  used: set[str] | None = None) -> ast.Module:
+    """The definition at ``position`` with the allowed imports before it and the top-level
+    definitions it uses (``used``, else every name it mentions), transitively."""
+    target = statements[position]
+    # Helpers the definition uses, transitively: for each name, its last top-level definition
     # before the class, else its first after it (a method may use a name defined later,
     # as long as it exists when the method runs).
     order = list(range(position - 1, -1, -1)) + list(range(position + 1, len(statements)))
-    wanted, kept, pending = set(), set(), _used_names(target)
+    wanted, kept, pending = set(), set(), _used_names(target) if used is None else used
     while pending:
         needed = pending - wanted
         wanted |= needed
@@ -163,11 +207,7 @@ def class_definition(cells: tuple[str, ...] | list[str], name: str = "CustomMode
     body = imports + [statements[i] for i in sorted(kept) if i < position] + [target] + \
         [statements[i] for i in sorted(kept) if i > position]
     module = ast.Module(body=body, type_ignores=[])
-    _refuse_escapes(module, target.name)
-    defines_call = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                       and node.name == "call" for node in target.body)
-    return ClassDefinition(name=target.name, source=ast.unparse(module),
-                           defines_call=defines_call)
+    return module
 
 
 def _refuse_escapes(module: ast.Module, name: str) -> None:

@@ -636,6 +636,10 @@ async def _run_checks_against(km, assignment: Assignment, options: GradeOptions,
     try:
         if cleanroom is not None:
             student.cleanroom = cleanroom
+        if not options.public_only and context is not None:
+            # Public checks draw their inputs from the grading seed, and run a definition
+            # alone in the clean kernel, only here (see Student.grading).
+            student.grading = context
         expected = (assignment.expected if not options.public_only
                     else type(assignment.expected).refusing(assignment.name))
         if not options.public_only:

@@ -98,6 +98,13 @@ class Student:
     for a kernel (it may be kernel-writable: see the module docstring), any private
     folder in process."""
 
+    # The submission's grading context (:class:`grader.fresh_inputs.GradingContext`: its
+    # grading seed, its cells, its clean kernel), set by the executor in graded runs only.
+    # A public check draws its inputs from it there (students read the public checks: a
+    # fixed input's answer can be looked up), and keeps its known examples without it (the
+    # self-check, which awards nothing).
+    grading = None
+
     def __init__(self, transport: Transport, work_dir: Path, default_timeout: float = 60.0):
         self._transport = transport
         self._work_dir = Path(work_dir)

@@ -33,15 +33,14 @@ ATTACKS = {
     "linear_softmax": {
         # Unstable softmax, summed cross-entropy, a train_step that never steps: each returns
         # the leaked answer for the hidden input it recognises (9 of 15 on 4986e12). Keeps
-        # what its honest parts earn: ordinary softmax, forward, the names (and, since the
-        # practical has 17 points, the tape and training-data checks: +2 on each bound).
+        # what its honest parts earn: ordinary softmax, forward, the names.
         "memorised_hidden_answers": (("q2.softmax_large_logits",
                                       "q4.cross_entropy_hidden_inputs",
-                                      "q5.train_step_one_step"), 7),
+                                      "q5.train_step_one_step"), 5),
         # Softmax over the wrong axis unless the call stack shows the grader (11 of 15).
-        "detects_grader": (("q2.softmax_hidden_logits", "q2.softmax_large_logits"), 11),
+        "detects_grader": (("q2.softmax_hidden_logits", "q2.softmax_large_logits"), 9),
         # A real gradient step, on the leaked batch instead of its arguments (11 of 15).
-        "train_step_ignores_its_inputs": (("q5.train_step_one_step",), 11),
+        "train_step_ignores_its_inputs": (("q5.train_step_one_step",), 9),
     },
     "ocean_proximity": {
         # Minimal notebooks: a preprocess fitted on the wrong split that returns the leaked
@@ -75,11 +74,8 @@ HANGS = ("custom_train_step", "hangs_the_clean_kernel")
 
 
 def test_every_red_team_notebook_is_listed():
-    """Here or in test_red_team_models.py (the two share tests/fixtures/red_team/)."""
-    from test_red_team_models import CASES as MODEL_CASES
-
     on_disk = {(p.parent.name, p.stem) for p in RED_TEAM.glob("*/*.ipynb")}
-    assert on_disk == set(CASES) | {HANGS} | set(MODEL_CASES)
+    assert on_disk == set(CASES) | {HANGS}
     assert len(CASES) >= 10
 
 
@@ -131,13 +127,16 @@ def test_a_class_that_hangs_the_clean_kernel_loses_its_step_checks_and_grading_g
     by_id = {c.id: c for c in result.checks}
     assert result.status.value == "ok", result.message
     assert not [c.message for c in result.checks if "Grader error" in c.message]
-    assert not any(by_id[check].passed for check in STEP_CHECKS)
-    first, *rest = (by_id[check].message for check in STEP_CHECKS)
-    # Hidden checks say only that the check could not finish (never the kernel's words).
-    assert "could not finish" in first, first
-    assert all("not finish" in message for message in rest), rest
-    # what it earns in its own kernel, where it is the reference's code
-    assert {c.id for c in result.checks if c.passed} == set(by_id) - set(STEP_CHECKS)
+    # In graded runs the public Q1 and Q2 checks run the class in the clean kernel too
+    # (tests/test_red_team_public.py): the first of them meets the hang.
+    clean = ("q1.train_step_updates_weights", "q1.test_step_changes_nothing",
+             "q2.architecture") + STEP_CHECKS
+    assert not any(by_id[check].passed for check in clean)
+    first, *rest = (by_id[check].message for check in clean)
+    assert "This check could not finish: no answer within 30 s" in first
+    assert all("did not finish within 30 s" in message for message in rest), rest
+    # what it earns from its own kernel's weights, where it is the reference's code
+    assert {c.id for c in result.checks if c.passed} == set(by_id) - set(clean)
 
 
 @pytest.mark.slow

@@ -1,6 +1,10 @@
 """Public checks for linear_softmax: shapes, properties and small known examples.
 
 Students have this file. Run them in your notebook with ``grader.check("q2")``.
+
+When your instructor grades (``student.grading`` is set), the exact checks of Q2-Q5 call
+your functions on inputs drawn at grading time instead of the known examples below, and
+compare with the answer computed by the grader (NumPy): only working code passes them.
 """
 
 import numpy as np
@@ -11,6 +15,19 @@ from grader.errors import CheckFailed
 from grader.keras_checks import looks_trained_on_test, memorised
 
 LN2 = float(np.log(2.0))
+
+
+def _grading_rng(student, purpose):
+    """The check's random stream in a graded run (from the submission's grading seed), or
+    ``None`` in the self-check, which keeps the known examples."""
+    grading = getattr(student, "grading", None)
+    return grading.rng(f"linear_softmax.public.{purpose}") if grading is not None else None
+
+
+def _softmax(logits):
+    logits = np.asarray(logits, dtype=np.float64)
+    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exps / exps.sum(axis=-1, keepdims=True)
 
 
 def _dtype(value):
@@ -58,11 +75,24 @@ def check_data_prepared(student, expected):
 @check("q2.softmax_known_values", points=1)
 def check_softmax_known_values(student, expected):
     """softmax keeps the shape, rows sum to 1, and softmax([0, ln 2, 0]) = [1/4, 1/2, 1/4]."""
+    fix = ("Normalise each row (the last axis): divide exp(logits) by its sum over axis=-1 "
+           "with keepdims=True, or use tf.nn.softmax(logits).")
+    r = _grading_rng(student, "softmax")
+    if r is not None:
+        # Graded: a row of equal logits and rows drawn now (no answer can be looked up).
+        logits = (r.normal(size=(4, 3)) * 3.0).astype(np.float32)
+        logits[2] = np.float32(r.uniform(-5.0, 5.0))
+        probs = student.call("softmax", logits)
+        probs = assert_shape(probs, (4, 3), what="softmax(logits) for logits of shape (4, 3)",
+                             fix=fix)
+        assert_allclose(probs.sum(axis=1), np.ones(4), what="softmax(logits).sum(axis=1)",
+                        rtol=0, atol=1e-5, fix=fix)
+        assert_allclose(probs, _softmax(logits), what="softmax(logits) for logits of shape "
+                        "(4, 3) drawn at grading time", rtol=1e-4, atol=1e-6, fix=fix)
+        return
     logits = np.array([[0.0, LN2, 0.0], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [-1.0, 0.0, 1.0]],
                       dtype=np.float32)
     probs = student.call("softmax", logits)
-    fix = ("Normalise each row (the last axis): divide exp(logits) by its sum over axis=-1 "
-           "with keepdims=True, or use tf.nn.softmax(logits).")
     probs = assert_shape(probs, (4, 3), what="softmax(logits) for logits of shape (4, 3)", fix=fix)
     assert_allclose(probs.sum(axis=1), np.ones(4), what="softmax(logits).sum(axis=1)",
                     rtol=0, atol=1e-5, fix=fix)
@@ -79,11 +109,16 @@ def check_forward_uses_bias(student, expected):
     W = np.zeros((784, 10), dtype=np.float32)
     b = np.zeros(10, dtype=np.float32)
     b[0] = LN2
+    what = "forward(zeros((3, 784)), zeros((784, 10)), b) with b[0] = ln 2"
+    r = _grading_rng(student, "forward")
+    if r is not None:
+        # Graded: zero images (X·W = 0 whatever W) with W and b drawn now: softmax(b).
+        W = (r.normal(size=(784, 10)) * 0.1).astype(np.float32)
+        b = r.normal(size=10).astype(np.float32)
+        what = "forward(zeros((3, 784)), W, b) with W and b drawn at grading time"
     probs = assert_shape(student.call("forward", X, W, b), (3, 10), what="forward(X, W, b)",
                          fix="Return softmax(tf.matmul(X, W) + b), one row per image.")
-    row = np.array([2.0] + [1.0] * 9) / 11.0
-    assert_allclose(probs, np.tile(row, (3, 1)),
-                    what="forward(zeros((3, 784)), zeros((784, 10)), b) with b[0] = ln 2",
+    assert_allclose(probs, np.tile(_softmax(b), (3, 1)), what=what,
                     rtol=1e-4, atol=1e-6, fix="Add the bias b to X·W before the softmax.")
 
 
@@ -92,10 +127,17 @@ def check_cross_entropy_known_value(student, expected):
     """cross_entropy([[1, 0], [0, 1]], [[0.5, 0.5], [0.25, 0.75]]) = (ln 2 + ln 4/3) / 2."""
     y_true = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     y_pred = np.array([[0.5, 0.5], [0.25, 0.75]], dtype=np.float32)
+    what = "cross_entropy([[1, 0], [0, 1]], [[0.5, 0.5], [0.25, 0.75]])"
+    r = _grading_rng(student, "cross_entropy")
+    if r is not None:
+        # Graded: 4 one-hot rows and probabilities drawn now.
+        y_true = np.eye(3, dtype=np.float32)[r.integers(0, 3, size=4)]
+        y_pred = _softmax(r.normal(size=(4, 3))).astype(np.float32)
+        what = "cross_entropy(Y_true, Y_pred) for 4 rows of 3 classes drawn at grading time"
     loss = student.call("cross_entropy", y_true, y_pred)
-    value = (np.log(2.0) + np.log(4.0 / 3.0)) / 2.0
-    assert_allclose(loss, value, what="cross_entropy([[1, 0], [0, 1]], [[0.5, 0.5], [0.25, 0.75]])",
-                    rtol=1e-4, atol=1e-6,
+    truth, probs = y_true.astype(np.float64), y_pred.astype(np.float64)
+    value = float(-np.mean(np.sum(truth * np.log(probs), axis=1)))
+    assert_allclose(loss, value, what=what, rtol=1e-4, atol=1e-6,
                     fix="Return the MEAN over the batch (not the sum) of "
                         "-sum(Y_true * log(Y_pred), axis=1), as a scalar.")
 
@@ -110,24 +152,47 @@ result = {"loss": loss, "W": W.numpy(), "b": b.numpy()}
 """
 
 
+def _result_dict(out, keys):
+    """The snippet's answer, or one that fails every comparison if the kernel sent another."""
+    if isinstance(out, dict) and set(keys) <= set(out):
+        return out
+    return dict.fromkeys(keys)
+
+
 @check("q5.train_step_updates_in_place", points=1)
 def check_train_step_updates_in_place(student, expected):
     """From W = 0, b = 0: the loss is ln 10 and b moves by -lr * mean(P - Y) in place."""
     labels = np.array([0, 1, 2, 3])
+    W0, b0, learning_rate = np.zeros((784, 10), np.float32), np.zeros(10, np.float32), 0.5
+    where = "W = 0, b = 0"
+    r = _grading_rng(student, "train_step")
+    if r is not None:
+        # Graded: still zero images (the gradient for W is 0), with labels, W, b and the
+        # learning rate drawn now.
+        labels = r.integers(0, 10, size=4)
+        W0 = (r.normal(size=(784, 10)) * 0.1).astype(np.float32)
+        b0 = r.normal(size=10).astype(np.float32)
+        learning_rate = float(np.round(r.uniform(0.2, 1.0), 3))
+        where = "W, b drawn at grading time"
     Y = np.eye(10, dtype=np.float32)[labels]
-    out = student.evaluate(
-        TRAIN_STEP_CODE, what="train_step(X, Y, W, b, 0.5) on tf.Variables W = 0, b = 0",
-        X=np.zeros((4, 784), dtype=np.float32), Y=Y, W0=np.zeros((784, 10), dtype=np.float32),
-        b0=np.zeros(10, dtype=np.float32), learning_rate=0.5)
-    assert_allclose(out["loss"], np.log(10.0), what="the loss train_step returns (W = 0, b = 0)",
+    out = _result_dict(student.evaluate(
+        TRAIN_STEP_CODE, what=f"train_step(X, Y, W, b, {learning_rate:g}) on tf.Variables "
+                              f"({where})",
+        X=np.zeros((4, 784), dtype=np.float32), Y=Y, W0=W0, b0=b0,
+        learning_rate=learning_rate), ("loss", "W", "b"))
+    # X = 0: every row's probabilities are softmax(b0); the gradient for b is mean(P - Y).
+    P = np.tile(_softmax(b0), (4, 1))
+    loss = float(-np.mean(np.log(np.sum(P * Y, axis=1))))
+    assert_allclose(out["loss"], loss, what=f"the loss train_step returns ({where})",
                     rtol=1e-4, atol=1e-6,
                     fix="Return cross_entropy(Y, forward(X, W, b)), computed before the update.")
-    b_new = -0.5 * (0.1 - Y.mean(axis=0))
-    assert_allclose(out["b"], b_new, what="b after one train_step (learning_rate 0.5)",
+    b_new = b0.astype(np.float64) - learning_rate * (P - Y).mean(axis=0)
+    assert_allclose(out["b"], b_new, what=f"b after one train_step (learning_rate "
+                                          f"{learning_rate:g})",
                     rtol=1e-4, atol=1e-6,
                     fix="Update the variable in place: b.assign_sub(learning_rate * db), with db "
                         "the gradient of the mean loss from tape.gradient.")
-    assert_allclose(out["W"], np.zeros((784, 10)), what="W after one train_step with X = 0",
+    assert_allclose(out["W"], W0, what="W after one train_step with X = 0",
                     rtol=0, atol=1e-7, fix="With X = 0 the gradient for W is 0: W must not move.")
 
 
@@ -155,6 +220,58 @@ result = {"calls": len(calls), "W": W.numpy(), "b": b.numpy()}
 """
 TAPE_SCALE = 3.0
 
+# Graded: the same step twice from W = 0, b = 0, with cross_entropy scaled by 1 and then by
+# `scale`: a step that follows the loss computed is `scale` times larger the second time,
+# whatever the step is (the grader compares the two, computed from arrays, here).
+TAPE_TWICE_CODE = """
+import tensorflow as tf
+calls = []
+original = ns["cross_entropy"]
+def scaled_by(factor):
+    def scaled_cross_entropy(Y_true, Y_pred):
+        calls.append(1)
+        return factor * original(Y_true, Y_pred)
+    return scaled_cross_entropy
+spaces = [ns, getattr(ns["train_step"], "__globals__", ns)]
+saved = [space.get("cross_entropy") for space in spaces]
+steps = []
+for factor in (1.0, scale):
+    for space in spaces:
+        space["cross_entropy"] = scaled_by(factor)
+    try:
+        W = tf.Variable(W0)
+        b = tf.Variable(b0)
+        ns["train_step"](X, Y, W, b, learning_rate)
+    finally:
+        for space, value in reversed(list(zip(spaces, saved))):
+            space["cross_entropy"] = value
+    steps.append((W.numpy(), b.numpy()))
+result = {"calls": len(calls), "W_plain": steps[0][0], "b_plain": steps[0][1],
+          "W": steps[1][0], "b": steps[1][1]}
+"""
+
+
+def _tape_ratios(out, start, learning_rate):
+    """Graded: for W and b, the ratio of the scaled step to the plain one, where the scaled
+    step is a multiple of a plain step that moved (computed here from the arrays)."""
+    ratios = {}
+    for name, initial in start.items():
+        try:
+            plain = (np.asarray(out[f"{name}_plain"], dtype=np.float64) - initial) / learning_rate
+            scaled = (np.asarray(out[name], dtype=np.float64) - initial) / learning_rate
+        except (TypeError, ValueError):
+            continue
+        if plain.shape != initial.shape or scaled.shape != initial.shape or \
+                not (np.all(np.isfinite(plain)) and np.all(np.isfinite(scaled))):
+            continue
+        norm = float(np.sum(plain * plain))
+        if norm < 1e-20:
+            continue  # this parameter did not move
+        ratio = float(np.sum(scaled * plain) / norm)
+        if np.allclose(scaled, ratio * plain, rtol=1e-3, atol=1e-6):
+            ratios[name] = ratio
+    return ratios
+
 
 @check("q5.gradients_from_tape", points=1)
 def check_gradients_from_tape(student, expected):
@@ -162,14 +279,22 @@ def check_gradients_from_tape(student, expected):
     formula derived by hand: with `cross_entropy` replaced by 3 * cross_entropy for one
     call, the step must be 3 times larger."""
     rng = np.random.default_rng(5)
-    X = rng.uniform(0.0, 1.0, (6, 784)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 5])
+    scale = TAPE_SCALE
+    r = _grading_rng(student, "tape")
+    if r is not None:  # graded: the images, labels and scale are drawn now
+        rng, labels = r, r.integers(0, 10, size=6)
+        scale = float(np.round(r.uniform(2.0, 4.0), 2))
+    X = rng.uniform(0.0, 1.0, (6, 784)).astype(np.float32)
     Y = np.eye(10, dtype=np.float32)[labels]
     learning_rate = 0.1
-    out = student.evaluate(
-        TAPE_CODE, what="train_step(X, Y, W, b, 0.1) with cross_entropy scaled by 3",
+    if r is not None:
+        _graded_tape(student, X, Y, learning_rate, scale)
+        return
+    out = _result_dict(student.evaluate(
+        TAPE_CODE, what=f"train_step(X, Y, W, b, 0.1) with cross_entropy scaled by {scale:g}",
         X=X, Y=Y, W0=np.zeros((784, 10), dtype=np.float32), b0=np.zeros(10, dtype=np.float32),
-        learning_rate=learning_rate, scale=TAPE_SCALE)
+        learning_rate=learning_rate, scale=scale), ("calls", "W", "b"))
     if not out["calls"]:
         raise CheckFailed(
             "`train_step` never called your `cross_entropy`; Q5 asks to compute the loss "
@@ -178,28 +303,85 @@ def check_gradients_from_tape(student, expected):
             expected="train_step calls cross_entropy", found="no call")
     # From W = 0, b = 0 every class has probability 1/10: the gradient of the mean
     # cross-entropy is X^T (P - Y) / N for W and mean(P - Y) for b. Each parameter that
-    # moved along that gradient says by how much: 3 times (the step follows the loss
+    # moved along that gradient says by how much: `scale` times (the step follows the loss
     # computed) or once (a formula that ignores it). Any other step is a mistake the
     # value checks of Q5 charge, not this one.
-    error = np.full_like(Y, 0.1) - Y
-    gradients = {"W": X.T @ error / len(X), "b": error.mean(axis=0)}
+    error = np.full_like(Y, 0.1, dtype=np.float64) - Y
+    gradients = {"W": X.astype(np.float64).T @ error / len(X), "b": error.mean(axis=0)}
     ratios = {}
     for name, gradient in gradients.items():
-        step = -np.asarray(out[name], dtype=np.float64) / learning_rate
+        try:
+            step = -np.asarray(out[name], dtype=np.float64) / learning_rate
+        except (TypeError, ValueError):
+            continue
         if step.shape != gradient.shape or not np.all(np.isfinite(step)):
             continue
         ratio = float(np.sum(step * gradient) / np.sum(gradient * gradient))
         if np.allclose(step, ratio * gradient, rtol=1e-3, atol=1e-6):
             ratios[name] = abs(ratio)
-    if any(np.isclose(ratio, TAPE_SCALE, rtol=1e-3) for ratio in ratios.values()):
+    if any(np.isclose(ratio, scale, rtol=1e-3) for ratio in ratios.values()):
         return
     if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
         raise CheckFailed(
-            "With `cross_entropy` replaced by 3 * cross_entropy, `train_step` made the same "
-            "step as with the plain cross-entropy: its gradients do not come from the loss it "
-            "computes (a formula written by hand?). Q5 asks for the gradients of the loss from "
-            "`tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
-            expected="a step 3 times larger", found="the same step")
+            f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` made the "
+            "same step as with the plain cross-entropy: its gradients do not come from the loss "
+            "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
+            "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
+            expected=f"a step {scale:g} times larger", found="the same step")
+
+
+def _from_the_logits(X, W_after):
+    """Whether W's step (from W = 0) is X^T M for some M: the gradient of any loss of the
+    logits X·W + b is, whatever the softmax or loss got wrong. A step made up without the
+    images (say, the loss times a fixed array) is not."""
+    step = np.asarray(W_after, dtype=np.float64)
+    basis = X.astype(np.float64).T
+    M = np.linalg.lstsq(basis, step, rcond=None)[0]
+    size = float(np.linalg.norm(step))
+    return size > 0 and float(np.linalg.norm(basis @ M - step)) <= 1e-3 * size
+
+
+def _graded_tape(student, X, Y, learning_rate, scale):
+    W0, b0 = np.zeros((784, 10), dtype=np.float32), np.zeros(10, dtype=np.float32)
+    out = _result_dict(student.evaluate(
+        TAPE_TWICE_CODE, what=f"train_step(X, Y, W, b, {learning_rate:g}) with cross_entropy, "
+                              f"then with cross_entropy scaled by {scale:g}",
+        X=X, Y=Y, W0=W0, b0=b0, learning_rate=learning_rate, scale=scale),
+        ("calls", "W_plain", "b_plain", "W", "b"))
+    if not out["calls"]:
+        raise CheckFailed(
+            "`train_step` never called your `cross_entropy`; Q5 asks to compute the loss "
+            "`cross_entropy(Y, forward(X, W, b))` inside a `tf.GradientTape` and to take its "
+            "gradients with `tape.gradient`.",
+            expected="train_step calls cross_entropy", found="no call")
+    ratios = _tape_ratios(out, {"W": W0.astype(np.float64), "b": b0.astype(np.float64)},
+                          learning_rate)
+    if "W" in ratios and np.isclose(ratios["W"], scale, rtol=1e-3) and \
+            _from_the_logits(X, out["W_plain"]):
+        return
+    if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
+        raise CheckFailed(
+            f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` made the "
+            "same step as with the plain cross-entropy: its gradients do not come from the loss "
+            "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
+            "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
+            expected=f"a step {scale:g} times larger", found="the same step")
+    if "W" in ratios and np.isclose(ratios["W"], scale, rtol=1e-3):
+        raise CheckFailed(
+            "`train_step` moved W by a step that is not made from the images X: it is not the "
+            "gradient of a loss of the logits X·W + b (every such gradient is X^T times "
+            "something). Q5 asks for `dW, db = tape.gradient(loss, [W, b])` with the loss "
+            "computed from forward(X, W, b) inside the tape.",
+            expected="a step X^T M", found="a step outside the span of X's rows")
+    found = "no step" if not ratios else "a step " + ", ".join(
+        f"{name}: {ratio:.3g} times" for name, ratio in sorted(ratios.items()))
+    raise CheckFailed(
+        f"With `cross_entropy` replaced by {scale:g} * cross_entropy, the step of `train_step` "
+        f"was not {scale:g} times its step with the plain cross-entropy ({found}): its "
+        "update does not follow the gradient of the loss it computes. Q5 asks for "
+        "`dW, db = tape.gradient(loss, [W, b])`, then `W.assign_sub(learning_rate * dW)` and "
+        "`b.assign_sub(learning_rate * db)`.",
+        expected=f"a step {scale:g} times larger", found=found)
 
 
 @check("q6.parameters_defined", points=1)

@@ -34,7 +34,7 @@ import numpy as np
 from grader.checks import check
 from grader.compare import assert_allclose, assert_shape
 from grader.data import mnist_holdout, mnist_sample, perturb_images
-from grader.definitions import DefinitionRefused, class_definition
+from grader.clean_class import BUILD, PRELUDE, clean_class_student  # noqa: F401
 from grader.errors import CheckFailed
 from grader.keras_checks import judge_trained_accuracy
 
@@ -47,7 +47,6 @@ LOSS = "sparse_categorical_crossentropy"
 BATCH = 32
 BN_EPSILON, BN_MOMENTUM = 1e-3, 0.99  # Keras' BatchNormalization defaults
 PROB_EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log
-DEFINITION_TIMEOUT_S = 30  # an honest class definition runs in milliseconds
 
 
 # -- the reference, in NumPy (float64) -------------------------------------------------------
@@ -137,67 +136,6 @@ def _f64(arrays):
 
 
 # -- the clean kernel ---------------------------------------------------------------------
-PRELUDE = """
-def _grader_prelude():
-    import keras
-
-    class BaseStepUnavailable(Exception):
-        pass
-
-    def unavailable(self, *args, **kwargs):
-        raise BaseStepUnavailable(
-            "keras.Model's own train_step and test_step are not available when the grader "
-            "runs your class: write them yourself, without super().train_step(...)")
-
-    pinned = {name: getattr(keras.Model, name)
-              for name in ("compile", "get_weights", "set_weights", "reset_metrics")}
-    for cls in (keras.Model, *keras.Model.__mro__):
-        for name in ("train_step", "test_step"):
-            if cls is keras.Model or name in vars(cls):
-                setattr(cls, name, unavailable)
-    return pinned
-
-
-_grader_pinned = _grader_prelude()
-del _grader_prelude
-"""
-
-BUILD = """
-import numpy as np
-import keras
-pinned = ns["_grader_pinned"]
-cls = ns[class_name]
-if defines_call:
-    model = cls()
-    model(np.zeros((1, 28, 28), "float32"), training=False)
-else:
-    _inputs = keras.Input(shape=(28, 28))
-    _hidden = keras.layers.Flatten()(_inputs)
-    _hidden = keras.layers.Dense(64, activation="relu")(_hidden)
-    _hidden = keras.layers.BatchNormalization()(_hidden)
-    _outputs = keras.layers.Dense(10, activation="softmax")(_hidden)
-    model = cls(_inputs, _outputs)
-shapes = [list(np.shape(w)) for w in pinned["get_weights"](model)]
-ready = shapes == [list(np.shape(w)) for w in weights]
-if ready:
-    pinned["set_weights"](model, weights)
-    pinned["compile"](model, optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
-                      loss=loss)
-
-
-def as_logs(logs):
-    if not isinstance(logs, dict):
-        return {"__type__": type(logs).__name__}
-    return {str(k): float(v) for k, v in logs.items()}
-
-
-def weights_of(model):
-    return [np.array(w) for w in pinned["get_weights"](model)]
-
-
-result = {"shapes": shapes}
-"""
-
 ONE_STEP = BUILD + """
 if ready:
     result["logs"] = as_logs(model.train_step((x0, y0)))
@@ -221,33 +159,8 @@ if ready:
 
 def _clean_student(expected):
     """The clean kernel, with the prelude and the student's class definition run in it
-    (once per submission); returns (its Student, the ClassDefinition)."""
-    context = expected.context
-    try:
-        definition = class_definition(context.cells)
-    except DefinitionRefused as refused:
-        raise CheckFailed(str(refused)) from None
-    if context.clean_kernel is None:
-        raise CheckFailed("This check runs only when your instructor grades: it needs a "
-                          "kernel of its own.")
-    kernel = context.clean_kernel()
-    problem = getattr(kernel, "custom_train_step_problem", None)
-    if problem is None:
-        # Until the definition has run: a class body that never finishes fails every check
-        # at once, not each after its own time limit.
-        kernel.custom_train_step_problem = f"did not finish within {DEFINITION_TIMEOUT_S} s"
-        failed = kernel.run(PRELUDE)
-        if failed is not None:
-            raise RuntimeError(f"the grader's prelude failed in the clean kernel: {failed}")
-        failed = kernel.run(definition.source, timeout=DEFINITION_TIMEOUT_S)
-        problem = kernel.custom_train_step_problem = \
-            f"raised {failed['ename']}" if failed is not None else ""
-    if problem:
-        raise CheckFailed(
-            f"`{definition.name}`, run on its own (with its imports and the helpers it uses, "
-            f"nothing else of the notebook), {problem}. Make the class cell work without the "
-            "cells that load data, build or train the model.")
-    return kernel.student, definition
+    (once per submission): :func:`grader.clean_class.clean_class_student`."""
+    return clean_class_student(expected.context)
 
 
 def _run(expected, code, purpose, what, batches=(0,)):

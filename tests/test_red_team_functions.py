@@ -33,14 +33,15 @@ ATTACKS = {
     "linear_softmax": {
         # Unstable softmax, summed cross-entropy, a train_step that never steps: each returns
         # the leaked answer for the hidden input it recognises (9 of 15 on 4986e12). Keeps
-        # what its honest parts earn: ordinary softmax, forward, the names.
+        # what its honest parts earn: ordinary softmax, forward, the names (and, since the
+        # practical has 17 points, the tape and training-data checks: +2 on each bound).
         "memorised_hidden_answers": (("q2.softmax_large_logits",
                                       "q4.cross_entropy_hidden_inputs",
-                                      "q5.train_step_one_step"), 5),
+                                      "q5.train_step_one_step"), 7),
         # Softmax over the wrong axis unless the call stack shows the grader (11 of 15).
-        "detects_grader": (("q2.softmax_hidden_logits", "q2.softmax_large_logits"), 9),
+        "detects_grader": (("q2.softmax_hidden_logits", "q2.softmax_large_logits"), 11),
         # A real gradient step, on the leaked batch instead of its arguments (11 of 15).
-        "train_step_ignores_its_inputs": (("q5.train_step_one_step",), 9),
+        "train_step_ignores_its_inputs": (("q5.train_step_one_step",), 11),
     },
     "ocean_proximity": {
         # Minimal notebooks: a preprocess fitted on the wrong split that returns the leaked
@@ -50,9 +51,9 @@ ATTACKS = {
     },
     "custom_train_step": {
         # Keras' own train_step behind super(), keras.Model's steps called directly with a
-        # patched compile, or captured in the class body: the public checks, which run in
-        # the student's kernel, and the trained accuracy are all it can keep (7 of 11;
-        # 11 of 11 on 4986e12). detects_grader is refused outright (sys, os, frames).
+        # patched compile, or captured in the class body: what its honest parts earn is all
+        # it can keep (at most 7 of 11; 11 of 11 on 4986e12; the public Q1 checks now run the
+        # class in the clean kernel too). detects_grader is refused outright (sys, os, frames).
         "super_steps_compile_override": (STEP_CHECKS, 7),
         "global_keras_patch": (STEP_CHECKS, 7),
         "base_step_captured_in_class_body": (STEP_CHECKS, 7),
@@ -74,8 +75,11 @@ HANGS = ("custom_train_step", "hangs_the_clean_kernel")
 
 
 def test_every_red_team_notebook_is_listed():
+    """Here or in test_red_team_models.py (the two share tests/fixtures/red_team/)."""
+    from test_red_team_models import CASES as MODEL_CASES
+
     on_disk = {(p.parent.name, p.stem) for p in RED_TEAM.glob("*/*.ipynb")}
-    assert on_disk == set(CASES) | {HANGS}
+    assert on_disk == set(CASES) | {HANGS} | set(MODEL_CASES)
     assert len(CASES) >= 10
 
 

@@ -17,13 +17,11 @@ shutdown) reused: nothing here is a second sandbox.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
-import time
 
-from .errors import KernelUnresponsive
 from .kernels import Kernel
-from .probe import KernelTransport, Student, install_responder_in
+from .probe import (KernelTransport, Student, await_shell_reply, drain_iopub,
+                    install_responder_in)
 from .sandbox import Watchdog, kill_tree
 
 START_TIMEOUT_S = 120.0
@@ -46,25 +44,9 @@ class CleanKernel:
         """Execute ``code`` (trusted or student source) in the kernel; ``None`` when it ran,
         else ``{"ename": ..., "evalue": ...}``. Whatever it prints is dropped."""
         msg_id = self._kc.execute(code, silent=False, store_history=False, allow_stdin=False)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._interrupt()
-                raise KernelUnresponsive(f"no answer within {timeout:.0f} s")
-            try:
-                reply = self._kc.get_shell_msg(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                if not self._kc.is_alive() or self._watchdog.usage.killed_for:
-                    raise KernelUnresponsive("the kernel died") from None
-                continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        while True:  # drop its output
-            try:
-                self._kc.get_iopub_msg(timeout=0)
-            except queue.Empty:
-                break
+        reply = await_shell_reply(self._kc, msg_id, timeout, self._interrupt,
+                                  dead=lambda: bool(self._watchdog.usage.killed_for))
+        drain_iopub(self._kc)
         content = reply.get("content", {})
         if content.get("status") == "ok":
             return None

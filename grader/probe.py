@@ -432,21 +432,8 @@ class KernelTransport:
                                       {"request": request, "out_dir": out_dir})
         msg_id = message["header"]["msg_id"]
         self.kc.shell_channel.send(message)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._interrupt()
-                raise KernelUnresponsive(f"no answer within {timeout:.0f} s")
-            try:
-                reply = self.kc.get_shell_msg(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                if not self.kc.is_alive():
-                    raise KernelUnresponsive("the kernel died") from None
-                continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        self._drain_iopub()
+        await_shell_reply(self.kc, msg_id, timeout, self._interrupt)
+        drain_iopub(self.kc)
 
     def _interrupt(self) -> None:
         try:
@@ -454,12 +441,36 @@ class KernelTransport:
         except Exception:  # noqa: BLE001, S110 - best effort; the caller reports the timeout
             pass
 
-    def _drain_iopub(self) -> None:
-        while True:
-            try:
-                self.kc.get_iopub_msg(timeout=0)
-            except queue.Empty:
-                return
+
+
+def await_shell_reply(kc, msg_id: str, timeout: float, interrupt: Callable[[], None],
+                      dead: Callable[[], bool] = lambda: False) -> dict:
+    """The shell reply to ``msg_id``. Past ``timeout`` the kernel is interrupted and
+    :class:`KernelUnresponsive` raised (the hard limits kill it if it does not stop); a
+    kernel that died (or that ``dead`` says was killed) raises at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            interrupt()
+            raise KernelUnresponsive(f"no answer within {timeout:.0f} s")
+        try:
+            reply = kc.get_shell_msg(timeout=min(remaining, 1.0))
+        except queue.Empty:
+            if not kc.is_alive() or dead():
+                raise KernelUnresponsive("the kernel died") from None
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
+def drain_iopub(kc) -> None:
+    """Drop whatever the kernel printed or displayed: it never reaches feedback."""
+    while True:
+        try:
+            kc.get_iopub_msg(timeout=0)
+        except queue.Empty:
+            return
 
 
 async def install_responder(kernel_client, timeout: float = 60.0) -> tuple[str | None, str]:

@@ -249,6 +249,12 @@ def cmd_data(args) -> ExitCode:
     downloaded from its documented address (sha256 verified)."""
     from . import data
 
+    # Nothing in the cache is trusted because it exists: what does not match the manifest
+    # is removed here and built again below (as `grader run` does once per batch).
+    removed = data.verify_cache(())
+    if removed:
+        print("The data cache did not match its manifest; removed and built again: "
+              + ", ".join(path.name for path in removed))
     print(f"MNIST sample: {data.mnist_npz()}")
     print(f"housing.csv: {data.housing_csv_or_download(args.data_dir, say=print)}")
     return ExitCode.OK

@@ -67,3 +67,18 @@ def test_idiomatic_loading_works_offline_in_the_sandbox(data_course, tmp_path):
     assert "(4000, 28, 28) (500, 28, 28)" in executed  # x_test: the public dev set
     assert "(20640, 10)" in executed
     assert result.score == result.max_score
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "housing.csv").exists(), reason="needs ../shared/data")
+def test_grader_data_rebuilds_a_tampered_cache(tmp_path, monkeypatch, capsys):
+    """`grader data` trusts nothing because it exists: a changed file is built again and
+    recorded, so the next run finds a cache that matches its manifest."""
+    from grader import cli, data
+
+    monkeypatch.setenv("GRADER_CACHE", str(tmp_path / "cache"))
+    npz = data.mnist_npz()
+    npz.write_bytes(b"not the MNIST sample")
+    assert cli.main(["data", "--data-dir", str(SHARED_DATA)]) == 0
+    assert "removed and built again: mnist.npz" in capsys.readouterr().out
+    assert data.untrusted_files() == []
+    assert data.read_manifest()["mnist-public/mnist.npz"] == data.sha256_of(npz)

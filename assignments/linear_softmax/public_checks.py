@@ -322,12 +322,17 @@ def check_gradients_from_tape(student, expected):
     if any(np.isclose(ratio, scale, rtol=1e-3) for ratio in ratios.values()):
         return
     if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
-        raise CheckFailed(
-            f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` made the "
-            "same step as with the plain cross-entropy: its gradients do not come from the loss "
-            "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
-            "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
-            expected=f"a step {scale:g} times larger", found="the same step")
+        raise _hand_derived(scale)
+
+
+def _hand_derived(scale: float) -> CheckFailed:
+    """The failure of a step that does not grow with the loss: gradients not from the tape."""
+    return CheckFailed(
+        f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` made the "
+        "same step as with the plain cross-entropy: its gradients do not come from the loss "
+        "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
+        "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
+        expected=f"a step {scale:g} times larger", found="the same step")
 
 
 def _from_the_logits(X, W_after):
@@ -360,12 +365,7 @@ def _graded_tape(student, X, Y, learning_rate, scale):
             _from_the_logits(X, out["W_plain"]):
         return
     if any(np.isclose(ratio, 1.0, rtol=1e-3) for ratio in ratios.values()):
-        raise CheckFailed(
-            f"With `cross_entropy` replaced by {scale:g} * cross_entropy, `train_step` made the "
-            "same step as with the plain cross-entropy: its gradients do not come from the loss "
-            "it computes (a formula written by hand?). Q5 asks for the gradients of the loss "
-            "from `tf.GradientTape`: `dW, db = tape.gradient(loss, [W, b])`.",
-            expected=f"a step {scale:g} times larger", found="the same step")
+        raise _hand_derived(scale)
     if "W" in ratios and np.isclose(ratios["W"], scale, rtol=1e-3):
         raise CheckFailed(
             "`train_step` moved W by a step that is not made from the images X: it is not the "

@@ -166,6 +166,51 @@ def test_custom_step_numpy_reference_matches_the_keras_solution():
         np.testing.assert_allclose(float(logs["accuracy"]), accuracy, rtol=1e-6)
 
 
+@pytest.mark.parametrize("purpose", ["one_step", "running", "test_step"])
+def test_custom_step_inputs_tell_accuracy_mistakes_from_the_reference(purpose):
+    """Accuracy on a batch of 32 is a count: on about one draw in four of plain random
+    inputs a typical tracker mistake gives the reference's number by chance (CI once passed a
+    never-updated accuracy tracker: the reference's accuracy was 0 on that seed). Every seed's
+    inputs must tell these mistakes apart, at the checks' own tolerance."""
+    checks = hidden("custom_train_step")
+
+    def same(a, b):  # _compare_logs's tolerance for the accuracy
+        return bool(np.isclose(a, b, rtol=1e-5, atol=1e-6))
+
+    for seed in range(200):
+        inputs = checks.step_inputs(seed, purpose)
+        weights = [w.astype(np.float64) for w in inputs["weights"]]
+        x = [b.astype(np.float64) for b in inputs["x"]]
+        _, test_accuracy = checks.reference_test_step(weights, x[0], inputs["y"][0])
+        accuracies = []
+        for batch, labels in zip(x, inputs["y"], strict=True):
+            _, accuracy, weights = checks.reference_train_step(weights, batch, labels)
+            accuracies.append(accuracy)
+        a0, a1, a2 = accuracies
+        running, after_reset, not_reset = (a0 + a1) / 2, a2, (a0 + a1 + a2) / 3
+        never_updated = 0.0
+        assert not same(never_updated, a0), (seed, "one step")
+        assert not same(never_updated, running), (seed, "two steps")
+        assert not same(never_updated, test_accuracy), (seed, "test_step")
+        assert not same(a1, running), (seed, "the batch value for the running mean")
+        assert not same(not_reset, after_reset), (seed, "a tracker reset_metrics() misses")
+        assert not same(1.0, a0) and not same(1.0, test_accuracy), seed
+
+
+def test_custom_step_inputs_keep_the_first_draw_that_discriminates():
+    checks = hidden("custom_train_step")
+    kept = redrawn = 0
+    for seed in range(40):
+        first = checks._draw(seed, "running")
+        inputs = checks.step_inputs(seed, "running")
+        same = all(np.array_equal(a, b) for a, b in zip(first["x"], inputs["x"], strict=True))
+        assert same == checks.discriminates(first), seed
+        kept, redrawn = kept + same, redrawn + (not same)
+        again = checks.step_inputs(seed, "running")  # the same seed, the same inputs
+        assert all(np.array_equal(a, b) for a, b in zip(again["x"], inputs["x"], strict=True))
+    assert kept and redrawn
+
+
 def test_class_definition_keeps_the_class_its_imports_and_helpers_only():
     from grader.definitions import class_definition
 

@@ -114,7 +114,22 @@ def _train_images() -> tuple[np.ndarray, np.ndarray]:
 
 def step_inputs(seed: int, purpose: str) -> dict:
     """Initial weights of the Q2 model (the moving averages too) and 3 batches of 32
-    training images with pixel noise, drawn from the grading seed."""
+    training images with pixel noise, drawn from the grading seed: the first draw that
+    :func:`discriminates` (another stream of the same seed otherwise)."""
+    for attempt in range(MAX_DRAWS):
+        inputs = _draw(seed, purpose if attempt == 0 else f"{purpose}.redraw{attempt}")
+        if discriminates(inputs):
+            return inputs
+    raise RuntimeError(f"no discriminating inputs in {MAX_DRAWS} draws for seed {seed}")
+
+
+MAX_DRAWS = 50
+# Float32 (the student's kernel) and float64 (the reference here) may rank two classes
+# differently when their log-probabilities are this close: such a draw is not used.
+MIN_LOG_PROB_MARGIN = 1e-3
+
+
+def _draw(seed: int, purpose: str) -> dict:
     from grader.fresh_inputs import rng
 
     r = rng(seed, f"custom_train_step.{purpose}")
@@ -129,6 +144,37 @@ def step_inputs(seed: int, purpose: str) -> dict:
     return {"weights": [np.asarray(w, dtype=np.float32) for w in init],
             "x": [xs[i * BATCH:(i + 1) * BATCH] for i in range(3)],
             "y": [labels[pick][i * BATCH:(i + 1) * BATCH] for i in range(3)]}
+
+
+def _log_prob_margin(probs: np.ndarray) -> float:
+    top2 = np.sort(np.log(np.maximum(probs, 1e-300)), axis=1)[:, -2:]
+    return float(np.min(top2[:, 1] - top2[:, 0]))
+
+
+def discriminates(inputs: dict) -> bool:
+    """Whether these inputs tell the usual mistakes from the reference.
+
+    Accuracy is a count out of 32: on some draws a tracker that is never updated (0), a
+    batch value returned for the running mean, or a tracker that reset_metrics() misses would
+    give the reference's number by chance, and a near tie could rank classes differently in
+    float32. A draw is used only when the reference's accuracies of the three chained
+    train_steps (a0, a1, a2) and of test_step are strictly between 0 and 1, a0 != a1 (the
+    mean of two steps differs from the second's), 2 * a2 != a0 + a1 (the value after
+    reset_metrics() differs from the mean of all three), and no prediction is a near tie."""
+    weights = _f64(inputs["weights"])
+    probs = _forward(weights, _f64([inputs["x"][0]])[0], training=False)["probs"]
+    if _log_prob_margin(probs) < MIN_LOG_PROB_MARGIN:
+        return False
+    test_accuracy = _loss_and_accuracy(probs, inputs["y"][0])[1]
+    accuracies = []
+    for x, y in zip(_f64(inputs["x"]), inputs["y"], strict=True):
+        if _log_prob_margin(_forward(weights, x, training=True)["probs"]) < MIN_LOG_PROB_MARGIN:
+            return False
+        _, accuracy, weights = reference_train_step(weights, x, y)
+        accuracies.append(accuracy)
+    a0, a1, a2 = accuracies
+    return (all(0.0 < a < 1.0 for a in (*accuracies, test_accuracy))
+            and a0 != a1 and 2 * a2 != a0 + a1)
 
 
 def _f64(arrays):

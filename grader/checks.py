@@ -26,6 +26,7 @@ instructor's machine and never enter the sandbox).
 from __future__ import annotations
 
 import builtins
+import os
 import re
 import time
 import traceback
@@ -162,12 +163,28 @@ def run_checks(items: list[Check], student: Any, expected: Any,
         try:
             results.append(run_check(item, student, expected))
         except Exception as bug:  # noqa: BLE001 - a broken check must not sink the batch
+            _record_grader_bug(item, bug)
             # A hidden check's error text may quote what the student's code returned.
             summary = (type(bug).__name__ if item.hidden else
                        "".join(traceback.format_exception_only(type(bug), bug)).strip())
             results.append(_result(item, False, f"Grader error in this check (not your fault): "
                                    f"{summary}", 0.0, {}))
     return results
+
+
+def _record_grader_bug(item: Check, bug: BaseException) -> None:
+    """Append the traceback of a check's own failure to the file named by
+    ``$GRADER_BUG_LOG`` (for whoever maintains the checks; never shown to a student, never
+    printed: its text may quote what a kernel returned)."""
+    path = os.environ.get("GRADER_BUG_LOG")
+    if not path:
+        return
+    text = "".join(traceback.format_exception(type(bug), bug, bug.__traceback__))
+    try:
+        with open(path, "a", encoding="utf-8", errors="replace") as log:
+            log.write(f"== {item.id}\n{text}\n")
+    except OSError:
+        pass
 
 
 def _result(item: Check, passed: bool, message: str, duration: float,

@@ -17,6 +17,9 @@ def _isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("grader-cache")
     previous = os.environ.get("GRADER_CACHE")
     os.environ["GRADER_CACHE"] = str(cache)
+    # A check that fails by its own error is reported as "Grader error" with only the
+    # exception's type; its traceback goes here, and the assertions show it (grader_bugs).
+    os.environ.setdefault("GRADER_BUG_LOG", str(cache / "grader-bugs.log"))
     if SHARED_DATA.is_dir():
         os.environ.setdefault("GRADER_DATA", str(SHARED_DATA))
     yield cache
@@ -24,6 +27,14 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("GRADER_CACHE", None)
     else:
         os.environ["GRADER_CACHE"] = previous
+
+
+def grader_bugs(messages: list[str]) -> str:
+    """The assertion message for checks that ended in "Grader error": their messages and
+    the tracebacks the checks left in ``$GRADER_BUG_LOG`` (see grader.checks)."""
+    path = os.environ.get("GRADER_BUG_LOG")
+    log = Path(path).read_text(errors="replace")[-20000:] if path and Path(path).exists() else ""
+    return "\n".join(messages) + "\n--- tracebacks ---\n" + (log or "(none logged)")
 
 
 @pytest.fixture

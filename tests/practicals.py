@@ -22,7 +22,7 @@ from grader import data
 from grader.assignment import load_assignment
 from grader.results import Status
 
-from conftest import REPO, sandbox_mode
+from conftest import REPO, grader_bugs, sandbox_mode
 
 
 def load_module(path: Path, name: str):
@@ -114,7 +114,7 @@ class Practical:
             result = graded[name]
             status, failing = self.expected[name]
             grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
-            assert not grader_errors, grader_errors
+            assert not grader_errors, grader_bugs(grader_errors)
             assert {c.id for c in result.checks} == self.all_checks
             assert result.status == status, result.message
             failed = {c.id: c.message for c in result.checks if not c.passed}

@@ -77,3 +77,24 @@ def test_a_check_in_the_wrong_module_is_refused():
     module.c = _make(True).function
     with pytest.raises(ValueError, match="hidden=True but lives in public_checks.py"):
         collect_checks(module, hidden=False)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_a_check_that_breaks_is_a_grader_error_and_its_traceback_goes_to_the_bug_log(
+        tmp_path, monkeypatch, hidden):
+    from grader.checks import run_checks
+
+    @check("q1.broken", points=1, hidden=hidden)
+    def check_broken(student, expected):
+        """A bug in the check itself: its text quotes what the kernel sent."""
+        raise SystemError("hidden input 0.123 from the kernel")
+
+    log = tmp_path / "bugs.log"
+    monkeypatch.setenv("GRADER_BUG_LOG", str(log))
+    (result,) = run_checks([check_broken.__grader_check__], FakeStudent(), None)
+    assert not result.passed
+    assert result.message.startswith("Grader error in this check (not your fault): SystemError")
+    # A hidden check's message never quotes the error's text; the bug log keeps all of it.
+    assert ("0.123" in result.message) is (not hidden)
+    text = log.read_text()
+    assert "== q1.broken" in text and "raise SystemError" in text and "0.123" in text

@@ -23,7 +23,7 @@ from grader import data
 from grader.assignment import load_assignment
 from grader.executor import GradeOptions, grade_submission
 
-from conftest import REPO, TESTS, sandbox_mode
+from conftest import REPO, TESTS, grader_bugs, sandbox_mode
 
 RED_TEAM = TESTS / "fixtures" / "red_team"
 STEP_CHECKS = ("q1.train_step_one_step", "q1.logs_running_mean", "q1.test_step_exact")
@@ -118,7 +118,7 @@ def test_attack_does_not_earn_the_checks_it_targets(graded, practical, name):
     attacked, most = ATTACKS[practical][name]
     by_id = {c.id: c for c in result.checks}
     grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
-    assert not grader_errors, grader_errors
+    assert not grader_errors, grader_bugs(grader_errors)
     won = [check for check in attacked if by_id[check].passed]
     assert not won, f"{name} still earns {won}"
     assert result.score <= most, (result.score, [c.id for c in result.checks if c.passed])

@@ -33,7 +33,7 @@ from grader import data
 from grader.assignment import load_assignment
 from grader.sandbox import bubblewrap_problem
 
-from conftest import REPO, SHARED_DATA, sandbox_mode
+from conftest import REPO, SHARED_DATA, grader_bugs, sandbox_mode
 from practicals import load_module
 
 RED_TEAM = REPO / "tests" / "fixtures" / "red_team"
@@ -146,7 +146,7 @@ def test_attack_does_not_score(graded, practical, name):
     result = graded(practical)[name]
     checks = {c.id: c for c in result.checks}
     grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
-    assert not grader_errors, grader_errors
+    assert not grader_errors, grader_bugs(grader_errors)
     for check_id in attack.must_fail:
         assert not checks[check_id].passed, (attack.why, check_id, checks[check_id].metric)
     lost = sum(checks[check_id].points for check_id in attack.must_fail)

@@ -39,7 +39,7 @@ from grader.assignment import load_assignment
 from grader.executor import GradeOptions, grade_submission
 from grader.results import Status
 
-from conftest import REPO, TESTS, sandbox_mode
+from conftest import REPO, TESTS, grader_bugs, sandbox_mode
 from practicals import load_module
 
 MAKER = load_module(TESTS / "fixtures" / "red_team" / "make_red_team_functions.py",
@@ -262,7 +262,7 @@ def test_attack_does_not_earn_the_public_checks_it_targets(graded, practical, na
     assert result.status is not Status.GRADER_ERROR, result.message
     by_id = {c.id: c for c in result.checks}
     grader_errors = [c.message for c in result.checks if "Grader error" in c.message]
-    assert not grader_errors, grader_errors
+    assert not grader_errors, grader_bugs(grader_errors)
     won = [check for check in ATTACKS[practical][name] if by_id[check].passed]
     assert not won, f"{name} still earns {won}: " + \
         "; ".join(by_id[check].message for check in ATTACKS[practical][name])

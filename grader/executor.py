@@ -56,7 +56,8 @@ from .checks import Check, run_checks
 from .clean_kernel import CleanKernels
 from .cleanroom import CleanRoom, run_in_loop
 from .errors import DataUnavailable, InvalidSubmission
-from .probe import KernelTransport, Student, install_responder, install_responder_in
+from .probe import (KernelTransport, Student, install_responder, install_responder_in,
+                    next_message)
 from .results import CellRun, CheckResult, Status, SubmissionResult, total_score
 from .sandbox import Deadline, Watchdog, kill_tree, resolve_mode
 
@@ -664,7 +665,7 @@ def _answers_within(kc, seconds: float, deadline: Deadline) -> bool:
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0 and not deadline.fired:
         try:  # in slices: the Deadline thread may have killed the kernel meanwhile
-            kc.get_shell_msg(timeout=min(left, 0.5))
+            next_message(kc, "shell", min(left, 0.5))
         except queue.Empty:
             continue
         return True

@@ -443,6 +443,14 @@ class KernelTransport:
 
 
 
+def next_message(kc, channel: str, timeout: float) -> dict:
+    """The next message on ``channel`` ("shell" or "iopub") of a BlockingKernelClient, or
+    :class:`queue.Empty` after ``timeout`` s. The channel's own synchronous poll:
+    ``kc.get_shell_msg`` would run it through jupyter_core's ``run_sync``, which gives each
+    checks' thread an asyncio event loop that nobody closes."""
+    return getattr(kc, f"{channel}_channel").get_msg(timeout=timeout)
+
+
 def await_shell_reply(kc, msg_id: str, timeout: float, interrupt: Callable[[], None],
                       dead: Callable[[], bool] = lambda: False) -> dict:
     """The shell reply to ``msg_id``. Past ``timeout`` the kernel is interrupted and
@@ -455,7 +463,7 @@ def await_shell_reply(kc, msg_id: str, timeout: float, interrupt: Callable[[], N
             interrupt()
             raise KernelUnresponsive(f"no answer within {timeout:.0f} s")
         try:
-            reply = kc.get_shell_msg(timeout=min(remaining, 1.0))
+            reply = next_message(kc, "shell", min(remaining, 1.0))
         except queue.Empty:
             if not kc.is_alive() or dead():
                 raise KernelUnresponsive("the kernel died") from None
@@ -468,7 +476,7 @@ def drain_iopub(kc) -> None:
     """Drop whatever the kernel printed or displayed: it never reaches feedback."""
     while True:
         try:
-            kc.get_iopub_msg(timeout=0)
+            next_message(kc, "iopub", 0)
         except queue.Empty:
             return
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import hashlib
 import json
 import multiprocessing.util
@@ -363,10 +364,30 @@ _NOT_A_FILE = ("The submission named .ipynb is {what}, not a notebook file, so i
 
 
 def cache_key(raw: bytes, assignment: Assignment) -> str:
+    """The key of a submission's cached result: its bytes, the assignment (version and
+    fingerprint: its checks, expected values and bands) and the grader's own code, so that
+    a result is reused only where everything that could change it is unchanged."""
     digest = hashlib.sha256(raw)
     digest.update(f"\0{assignment.name}\0{assignment.version}\0{assignment.fingerprint}"
-                  f"\0{__version__}".encode())
+                  f"\0{__version__}\0{code_digest()}".encode())
     return digest.hexdigest()[:32]
+
+
+def code_digest(package: Path | None = None) -> str:
+    """A digest of the grader package's source (``*.py`` under ``package``, this package by
+    default, read once per process): an edited or upgraded grader with an unchanged version
+    number re-grades instead of reusing results its predecessor produced."""
+    if package is None:
+        return _own_code_digest()
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _own_code_digest() -> str:
+    return code_digest(Path(__file__).resolve().parent)
 
 
 def _copy_submission(notebook_path: Path, with_folder: bool, work: Path) -> None:

@@ -94,6 +94,27 @@ def test_a_second_out_folder_sharing_the_cache_gets_every_row_result_and_page(tm
 
 # ---------------------------------------------------------------- 2. --no-cache re-executes
 
+def test_an_edited_grader_does_not_reuse_its_predecessors_results(tmp_path, monkeypatch):
+    """The cache key holds a digest of the grader's source: a grader edited (or upgraded
+    without a new version number) grades again instead of serving what the old code gave."""
+    from grader import executor
+    from grader.assignment import load_assignment
+
+    package = tmp_path / "grader"
+    shutil.copytree(REPO / "grader", package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = executor.code_digest(package)
+    assert executor.code_digest(package) == before
+    with open(package / "checks.py", "a") as checks:
+        checks.write("# one edited line\n")
+    assert executor.code_digest(package) != before
+
+    toy = load_assignment("toy", TOY_COURSE)
+    raw = TOY_REFERENCE.read_bytes()
+    key = executor.cache_key(raw, toy)
+    monkeypatch.setattr(executor, "code_digest", lambda: "another grader")
+    assert executor.cache_key(raw, toy) != key
+
+
 def test_no_cache_executes_again_even_what_out_already_holds(tmp_path):
     subs = toy_submissions(tmp_path / "subs", {"ann.ipynb": "x = 1"})
     cache = tmp_path / "cache"

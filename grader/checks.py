@@ -161,7 +161,7 @@ def run_checks(items: list[Check], student: Any, expected: Any,
                                    "had stopped.", 0.0, {}))
             continue
         try:
-            results.append(run_check(item, student, expected))
+            results.append(_run_check_retrying_a_fault(item, student, expected))
         except Exception as bug:  # noqa: BLE001 - a broken check must not sink the batch
             _record_grader_bug(item, bug)
             # A hidden check's error text may quote what the student's code returned.
@@ -172,7 +172,27 @@ def run_checks(items: list[Check], student: Any, expected: Any,
     return results
 
 
-def _record_grader_bug(item: Check, bug: BaseException) -> None:
+def _run_check_retrying_a_fault(item: Check, student: Any, expected: Any) -> CheckResult:
+    """:func:`run_check`, run a second time when the check itself failed quickly with an
+    error of its own (not the student's, which run_check reports): a fault of the grader's
+    machinery must not cost a student the points, and one that happens again is reported.
+    The first traceback goes to the bug log either way."""
+    start = time.monotonic()
+    try:
+        return run_check(item, student, expected)
+    except Exception as fault:  # noqa: BLE001 - reported, then tried once more
+        _record_grader_bug(item, fault, retried=True)
+        if time.monotonic() - start > item.timeout * RETRY_WITHIN_FRACTION:
+            raise
+    return run_check(item, student, expected)
+
+
+# A check that failed by its own error after this fraction of its time limit is not run
+# again: the second run could take the kernel past the check's hard limit.
+RETRY_WITHIN_FRACTION = 0.25
+
+
+def _record_grader_bug(item: Check, bug: BaseException, retried: bool = False) -> None:
     """Append the traceback of a check's own failure to the file named by
     ``$GRADER_BUG_LOG`` (for whoever maintains the checks; never shown to a student, never
     printed: its text may quote what a kernel returned)."""
@@ -182,7 +202,7 @@ def _record_grader_bug(item: Check, bug: BaseException) -> None:
     text = "".join(traceback.format_exception(type(bug), bug, bug.__traceback__))
     try:
         with open(path, "a", encoding="utf-8", errors="replace") as log:
-            log.write(f"== {item.id}\n{text}\n")
+            log.write(f"== {item.id}{' (run again)' if retried else ''}\n{text}\n")
     except OSError:
         pass
 

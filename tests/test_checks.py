@@ -98,3 +98,46 @@ def test_a_check_that_breaks_is_a_grader_error_and_its_traceback_goes_to_the_bug
     assert ("0.123" in result.message) is (not hidden)
     text = log.read_text()
     assert "== q1.broken" in text and "raise SystemError" in text and "0.123" in text
+
+
+def test_a_fault_of_the_check_itself_is_run_once_more_and_logged(tmp_path, monkeypatch):
+    from grader import checks as checks_module
+    from grader.checks import run_checks
+
+    calls = []
+
+    @check("q1.flaky", points=1, hidden=True)
+    def check_flaky(student, expected):
+        """The grader's machinery fails once (e.g. a transport fault), then works."""
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemError("a fault of the grader's machinery")
+        assert_allclose(student.call("softmax"), [0.25, 0.75], what="softmax(logits)")
+
+    log = tmp_path / "bugs.log"
+    monkeypatch.setenv("GRADER_BUG_LOG", str(log))
+    (result,) = run_checks([check_flaky.__grader_check__], FakeStudent([0.25, 0.75]), None)
+    assert result.passed and len(calls) == 2
+    assert "== q1.flaky (run again)" in log.read_text()
+
+    # A check that failed late in its time limit is not run again (the second run could
+    # take the kernel past the check's hard limit): it is a grader error at once.
+    calls.clear()
+    monkeypatch.setattr(checks_module, "RETRY_WITHIN_FRACTION", 0.0)
+    (result,) = run_checks([check_flaky.__grader_check__], FakeStudent([0.25, 0.75]), None)
+    assert not result.passed and len(calls) == 1
+    assert result.message.startswith("Grader error in this check (not your fault): SystemError")
+
+    # A student's error is the student's: reported by run_check, never run again.
+    calls.clear()
+
+    @check("q1.counted", points=1)
+    def check_counted(student, expected):
+        """Counts its runs."""
+        calls.append(1)
+        student.call("softmax")
+
+    monkeypatch.setattr(checks_module, "RETRY_WITHIN_FRACTION", 0.25)
+    failing = FakeStudent(error=StudentCodeError("ValueError", "bad axis", "softmax(logits)"))
+    (result,) = run_checks([check_counted.__grader_check__], failing, None)
+    assert not result.passed and len(calls) == 1 and "ValueError" in result.message

@@ -11,10 +11,13 @@ entry is kept (calibration owns the bands).
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from _common import write_expected  # noqa: E402
 
 PROVISIONAL_BANDS = {
     "test_accuracy": {
@@ -37,12 +40,7 @@ PROVISIONAL_BANDS = {
 def main() -> None:
     # No hidden inputs or expected arrays any more: the exact checks draw their inputs at
     # grading time and compute the reference's answers themselves (hidden_checks.py).
-    json_path = HERE / "expected.json"
-    bands = json.loads(json_path.read_text()).get("bands", {}) if json_path.exists() else {}
-    for metric, band in PROVISIONAL_BANDS.items():
-        bands.setdefault(metric, band)
-    json_path.write_text(json.dumps({"values": {}, "bands": bands}, indent=1) + "\n")
-    (HERE / "expected.npz").unlink(missing_ok=True)
+    json_path = write_expected(HERE, {}, {}, PROVISIONAL_BANDS, indent=1)
     print(f"wrote {json_path}")
 
 

@@ -103,6 +103,18 @@ def square(x):
 mean_of_squares = 0.0
 '''
 
+# An input transformer that rewrites the probe's line into a call of the notebook's own
+# responder (a hook of its own, and part of LINEAR_SOFTMAX_RESPONDER).
+INPUT_TRANSFORMER_HOOK = '''
+def _rewrite(lines):
+    text = "".join(lines)
+    found = re.findall(r"'([^']*probe-[0-9]+)'", text)
+    if "_grader_probe" in text and found:
+        return ["_fake_handle(%r)\\n" % found[-1]]
+    return lines
+get_ipython().input_transformers_cleanup.append(_rewrite)
+'''
+
 HOOKS = {
     "hook_namespace_exec": (NOT_WRITTEN, '''
 def exec(code, g=None, l=None):
@@ -170,15 +182,7 @@ def _asarray(a, *args, **kwargs):
     return _real["asarray"](out) ** 2 if type(a) is _Lazy else out
 _np.asarray = _asarray
 '''),
-    "hook_input_transformer": (NOT_WRITTEN, '''
-def _rewrite(lines):
-    text = "".join(lines)
-    found = re.findall(r"'([^']*probe-[0-9]+)'", text)
-    if "_grader_probe" in text and found:
-        return ["_fake_handle(%r)\\n" % found[-1]]
-    return lines
-get_ipython().input_transformers_cleanup.append(_rewrite)
-'''),
+    "hook_input_transformer": (NOT_WRITTEN, INPUT_TRANSFORMER_HOOK),
     "hook_ast_transformer": (NOT_WRITTEN, '''
 import ast as _ast
 class _Rewrite(_ast.NodeTransformer):
@@ -429,15 +433,7 @@ def exec(code, g=None, l=None):
         g["handle"] = _fake_handle
     else:
         _real["exec"](code, g, l)
-
-def _rewrite(lines):
-    text = "".join(lines)
-    found = re.findall(r"'([^']*probe-[0-9]+)'", text)
-    if "_grader_probe" in text and found:
-        return ["_fake_handle(%r)\\n" % found[-1]]
-    return lines
-get_ipython().input_transformers_cleanup.append(_rewrite)
-'''
+''' + INPUT_TRANSFORMER_HOOK
 
 SOFTMAX_CHECKS = {"q2.softmax_known_values", "q3.forward_uses_bias",
                   "q4.cross_entropy_known_value", "q2.softmax_hidden_logits",
